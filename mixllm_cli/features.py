@@ -1,0 +1,84 @@
+"""The feature vector the per-LLM heads read: the sentence embedding beside a lexical bag.
+
+x = [ e (the encoder's L2-normalised embedding) ; w · tfidf(hashed unigrams + bigrams of the
+encoder tokenizer's ids over the WHOLE query) ]
+
+Why the lexical part: the embedding sees at most 128 tokens and smooths away prompt-format
+cues (answer-letter instructions, code fences) that tell which LLMs succeed; a bag over all of
+the query's token ids keeps them at the cost of a hash and a dot product. Only numpy here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_MULT = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads consecutive ids apart
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    n_buckets: int
+    idf: np.ndarray  # (n_buckets,) float32
+    lexical_weight: float = 1.0
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "n_buckets": np.array(self.n_buckets),
+            "idf": self.idf.astype(np.float32),
+            "lexical_weight": np.array(self.lexical_weight),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> FeatureSpec:
+        return cls(
+            n_buckets=int(arrays["n_buckets"]),
+            idf=np.asarray(arrays["idf"], dtype=np.float32),
+            lexical_weight=float(arrays["lexical_weight"]),
+        )
+
+
+def hashed_buckets(ids: np.ndarray, n_buckets: int) -> np.ndarray:
+    """Bucket indices of the unigrams and bigrams of one token-id sequence."""
+    ids = np.asarray(ids, dtype=np.uint64)
+    uni = ids
+    bi = ids[:-1] * np.uint64(1_000_003) + ids[1:] + np.uint64(1 << 40)
+    grams = np.concatenate([uni, bi])
+    with np.errstate(over="ignore"):
+        return ((grams * _MULT) >> np.uint64(40)) % np.uint64(n_buckets)
+
+
+def term_counts(token_ids: list[np.ndarray], n_buckets: int) -> np.ndarray:
+    """Dense (n, n_buckets) float32 matrix of sublinear term frequencies 1 + log(tf)."""
+    out = np.zeros((len(token_ids), n_buckets), dtype=np.float32)
+    for i, ids in enumerate(token_ids):
+        if len(ids) == 0:
+            continue
+        buckets, counts = np.unique(hashed_buckets(ids, n_buckets), return_counts=True)
+        out[i, buckets.astype(np.int64)] = 1.0 + np.log(counts)
+    return out
+
+
+def fit_feature_spec(token_ids: list[np.ndarray], n_buckets: int = 4096, lexical_weight: float = 1.0) -> FeatureSpec:
+    """Learn smoothed idf weights from the training queries."""
+    tf = term_counts(token_ids, n_buckets)
+    df = (tf > 0).sum(axis=0)
+    n = len(token_ids)
+    idf = (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)
+    return FeatureSpec(n_buckets=n_buckets, idf=idf, lexical_weight=lexical_weight)
+
+
+def lexical_features(token_ids: list[np.ndarray], spec: FeatureSpec) -> np.ndarray:
+    x = term_counts(token_ids, spec.n_buckets) * spec.idf
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def build_features(embeddings: np.ndarray, token_ids: list[np.ndarray], spec: FeatureSpec | None) -> np.ndarray:
+    """Concatenate the embedding with the weighted lexical bag (or the embedding alone)."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    if spec is None or spec.n_buckets == 0:
+        return emb
+    lex = lexical_features(token_ids, spec) * np.float32(spec.lexical_weight)
+    return np.hstack([emb, lex]).astype(np.float32)

@@ -1,0 +1,155 @@
+"""Per-LLM heads served as plain numpy objects.
+
+Each LLM has a quality head (predicted probability that the answer is good, in [0, 1]) and a
+response-length head (predicted response tokens). Heads are fitted with scikit-learn at training
+time (`training.py`) and exported to the small classes below, so loading and routing never
+import scikit-learn (it costs ~1 s of start-up). Each head is saved as one joblib file; the
+artifact manifest holds its sha256, checked before `joblib.load` (a joblib file is code).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+QUALITY = "quality"
+LENGTH = "length"
+HEAD_KINDS = (QUALITY, LENGTH)
+
+
+def _finish(kind: str, raw: np.ndarray) -> np.ndarray:
+    """Map a head's raw output to its target's range: probabilities, or tokens from log1p."""
+    raw = np.asarray(raw, dtype=np.float64)
+    if kind == QUALITY:
+        return np.clip(raw, 0.0, 1.0)
+    return np.expm1(np.clip(raw, 0.0, 20.0))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+@dataclass
+class Head:
+    """Base: `kind` is QUALITY or LENGTH; length heads predict log1p(tokens) internally."""
+
+    kind: str
+    family: str
+    n_train: int
+
+    def raw(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return _finish(self.kind, self.raw(np.asarray(x, dtype=np.float32)))
+
+
+@dataclass
+class ConstantHead(Head):
+    """A prior: the same value for every query (used when an LLM has too few outcomes)."""
+
+    value: float = 0.0
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        return np.full(len(x), self.value)
+
+
+@dataclass
+class LinearHead(Head):
+    """Logistic (quality) or linear (log length) model: link(x·w + b)."""
+
+    coef: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    intercept: float = 0.0
+    logistic: bool = False
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        z = x @ self.coef + self.intercept
+        return _sigmoid(z) if self.logistic else z
+
+
+@dataclass
+class MLPHead(Head):
+    """A small ReLU network; the last layer is logistic for quality, linear for length."""
+
+    weights: list[np.ndarray] = field(default_factory=list)
+    biases: list[np.ndarray] = field(default_factory=list)
+    logistic: bool = False
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        h = x
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = h @ w + b
+            if i < last:
+                h = np.maximum(h, 0.0)
+        out = h[:, 0]
+        return _sigmoid(out) if self.logistic else out
+
+
+@dataclass
+class KNNHead(Head):
+    """Mean target of the k most cosine-similar training queries."""
+
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    targets: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    k: int = 10
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        sims = xn @ self.points.T
+        k = min(self.k, self.points.shape[0])
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        return self.targets[top].mean(axis=1)
+
+
+@dataclass
+class ForestHead(Head):
+    """A random forest's trees flattened into arrays; prediction walks all trees at once."""
+
+    feature: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    threshold: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    left: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    right: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    value: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    roots: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    max_depth: int = 0
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        node = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
+        rows = np.arange(n)[:, None]
+        for _ in range(self.max_depth):
+            feat = self.feature[node]
+            leaf = feat < 0
+            if leaf.all():
+                break
+            go_left = x[rows, np.where(leaf, 0, feat)] <= self.threshold[node]
+            node = np.where(leaf, node, np.where(go_left, self.left[node], self.right[node]))
+        return self.value[node].mean(axis=1)
+
+
+def save_head(head: Head, path: Path) -> None:
+    """Write one head with joblib, atomically (temp file, then rename)."""
+    import io
+
+    import joblib
+
+    from .store import atomic_write_bytes
+
+    buf = io.BytesIO()
+    joblib.dump(head, buf, compress=3)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_head(path: Path) -> Head:
+    """Unpickle a head. Callers must have checked the file's sha256 against the manifest."""
+    import joblib
+
+    head = joblib.load(path)
+    if not isinstance(head, Head):
+        from .errors import ArtifactError
+
+        raise ArtifactError(f"{path}: not a mixllm head (got {type(head).__name__})")
+    return head
