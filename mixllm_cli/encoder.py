@@ -1,0 +1,238 @@
+"""The sentence encoder: tokenize, run the ONNX graph, return L2-normalised vectors.
+
+An encoder folder holds `model.onnx` (inputs `input_ids`, `attention_mask`; output
+`embedding`, pooling and normalisation inside the graph) and `tokenizer.json` (whose
+truncation settings decide what the model sees). `tools/build_encoder.py` builds the shipped
+one; `tests/tiny_encoder.py` builds a tiny one in the same format.
+
+numpy, tokenizers and onnxruntime are imported inside the functions that use them, so that
+importing this module (and hence `mixllm --help`) stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mixllm_cli.errors import ArtifactError, UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnxruntime
+    from tokenizers import Encoding, Tokenizer
+
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+THREADS_ENV = "MIXLLM_THREADS"
+OUTPUT_NAME = "embedding"
+_REBUILD_HINT = "rebuild it with `python tools/build_encoder.py`"
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """What `Encoder.encode` returns, row i for texts[i]."""
+
+    embeddings: np.ndarray  # (n, dim) float32, L2-normalised
+    token_ids: list[np.ndarray]  # per text, ALL non-special token ids, untruncated (int32)
+    n_tokens: np.ndarray  # (n,) int64 untruncated count of non-special tokens
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_readable(path: Path) -> None:
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing; {_REBUILD_HINT}")
+    try:
+        with path.open("rb") as fh:
+            first = fh.read(1)
+    except OSError as exc:
+        raise ArtifactError(f"{path}: not readable ({exc.strerror}); {_REBUILD_HINT}") from exc
+    if not first:
+        raise ArtifactError(f"{path}: empty file; {_REBUILD_HINT}")
+
+
+def _thread_count() -> int:
+    raw = os.environ.get(THREADS_ENV)
+    if raw is None or raw.strip() == "":
+        # More than 4 threads buys little for a 6-layer model and starves the rest of the CLI.
+        return min(4, os.cpu_count() or 1)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"{THREADS_ENV} must be a positive integer, got {raw!r}")
+    return value
+
+
+class Encoder:
+    """Text -> L2-normalised vectors, plus untruncated token ids for lexical features.
+
+    Build one with `Encoder.from_dir(path)`; the ONNX session is created on first use and
+    reused. Encoding is safe to call from several threads.
+    """
+
+    def __init__(self, model_path: Path, tokenizer: Tokenizer) -> None:
+        self.model_path = model_path
+        truncation = tokenizer.truncation
+        padding = tokenizer.padding
+        self._truncate_left = bool(truncation) and truncation["direction"] == "left"
+        # With stride 0 the overflow pieces are exactly the dropped tokens, so one tokenizer
+        # call gives both the model's input and the full text; on 1,000 queries that is ~1.6x
+        # faster than a second, untruncated call (benchmarks/bench_encoder.py prints both).
+        self._full_tokenizer: Tokenizer | None = None
+        if truncation and truncation["stride"] != 0:
+            from tokenizers import Tokenizer as _Tokenizer
+
+            self._full_tokenizer = _Tokenizer.from_str(tokenizer.to_str())
+            self._full_tokenizer.no_truncation()
+            self._full_tokenizer.no_padding()
+        self._pad_id = int(padding["pad_id"]) if padding else 0
+        self._pad_left = bool(padding) and padding["direction"] == "left"
+        # We pad per length-sorted batch ourselves (with the file's pad id and side), so the
+        # tokenizer must not pad the whole call to its longest text.
+        tokenizer.no_padding()
+        self._tokenizer = tokenizer
+        self._session: onnxruntime.InferenceSession | None = None
+        self._input_names: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_dir(cls, path: Path) -> Encoder:
+        """Open an encoder folder; raises ArtifactError naming a missing or corrupt file.
+
+        Checks that model.onnx and tokenizer.json exist and are readable and loads the
+        tokenizer; the model itself is loaded on first use. Integrity (sha256) is the
+        artifact manifest's job, not this one's.
+        """
+        path = Path(path)
+        model_path = path / MODEL_FILE
+        tokenizer_path = path / TOKENIZER_FILE
+        _check_readable(model_path)
+        _check_readable(tokenizer_path)
+        from tokenizers import Tokenizer
+
+        try:
+            tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+            raise ArtifactError(f"{tokenizer_path}: not a valid tokenizer ({_one_line(exc)}); {_REBUILD_HINT}") from exc
+        return cls(model_path, tokenizer)
+
+    # ------------------------------------------------------------------ session
+
+    def _get_session(self) -> onnxruntime.InferenceSession:
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = self._create_session()
+        return self._session
+
+    def _create_session(self) -> onnxruntime.InferenceSession:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = _thread_count()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # core modules never print; keep ORT warnings quiet
+        try:
+            session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise ArtifactError(
+                f"{self.model_path}: cannot load the ONNX model ({_one_line(exc)}); {_REBUILD_HINT}"
+            ) from exc
+        names = tuple(i.name for i in session.get_inputs())
+        unknown = sorted(set(names) - {"input_ids", "attention_mask", "token_type_ids"})
+        if unknown or "input_ids" not in names:
+            raise ArtifactError(f"{self.model_path}: unexpected model inputs {list(names)}")
+        outputs = session.get_outputs()
+        if not any(o.name == OUTPUT_NAME for o in outputs):
+            raise ArtifactError(f"{self.model_path}: no '{OUTPUT_NAME}' output")
+        self._input_names = names
+        return session
+
+    @property
+    def dim(self) -> int:
+        """Length of an embedding (from the model's output shape; loads the model)."""
+        output = next(o for o in self._get_session().get_outputs() if o.name == OUTPUT_NAME)
+        dim = output.shape[-1]
+        if not isinstance(dim, int):
+            raise ArtifactError(f"{self.model_path}: '{OUTPUT_NAME}' has no fixed width")
+        return dim
+
+    # ------------------------------------------------------------------ encoding
+
+    def _full_ids(self, text_encoding: Encoding) -> np.ndarray:
+        """All non-special ids of one text, in order, including what truncation dropped."""
+        import numpy as np
+
+        parts = [text_encoding, *text_encoding.overflowing]
+        if self._truncate_left:
+            parts.reverse()  # left truncation lists the dropped pieces from the end backwards
+        kept = [np.asarray(p.ids, dtype=np.int32)[np.asarray(p.special_tokens_mask) == 0] for p in parts]
+        return kept[0] if len(kept) == 1 else np.concatenate(kept)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> Encoded:
+        """Encode texts; row i of the result belongs to texts[i].
+
+        Texts are run in length-sorted batches so that a batch pads little; a text's vector
+        does not depend on its batch-mates beyond float rounding. An empty string is
+        encoded as [CLS][SEP] (callers reject empty queries).
+        """
+        import numpy as np
+
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of texts, not a single str")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        texts = list(texts)
+        session = self._get_session()
+        dim = self.dim
+        if not texts:
+            return Encoded(np.zeros((0, dim), np.float32), [], np.zeros(0, np.int64))
+
+        encodings = self._tokenizer.encode_batch(texts)
+        if self._full_tokenizer is None:
+            token_ids = [self._full_ids(e) for e in encodings]
+        else:
+            token_ids = [
+                np.asarray(e.ids, dtype=np.int32)
+                for e in self._full_tokenizer.encode_batch(texts, add_special_tokens=False)
+            ]
+        n_tokens = np.array([len(t) for t in token_ids], dtype=np.int64)
+
+        model_ids = [e.ids for e in encodings]
+        lengths = np.array([len(x) for x in model_ids], dtype=np.int64)
+        order = np.argsort(lengths, kind="stable")
+        embeddings = np.empty((len(texts), dim), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            width = int(lengths[rows].max())
+            ids = np.full((len(rows), width), self._pad_id, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for r, i in enumerate(rows):
+                n = int(lengths[i])
+                cols = slice(width - n, width) if self._pad_left else slice(0, n)
+                ids[r, cols] = model_ids[i]
+                mask[r, cols] = 1
+            available = {
+                "input_ids": ids,
+                "attention_mask": mask,
+                "token_type_ids": np.zeros_like(ids),
+            }
+            feed = {name: available[name] for name in self._input_names}
+            try:
+                (batch_out,) = session.run([OUTPUT_NAME], feed)
+            except Exception as exc:  # e.g. a tokenizer whose ids do not fit the model
+                raise ArtifactError(
+                    f"{self.model_path}: inference failed ({_one_line(exc)}); does tokenizer.json belong to this model?"
+                ) from exc
+            embeddings[rows] = batch_out
+        return Encoded(embeddings=embeddings, token_ids=token_ids, n_tokens=n_tokens)
