@@ -1,0 +1,116 @@
+"""Load an artifact set: manifest first, every file's sha256 checked before it is read.
+
+Layout of a set (the shipped default `artifacts/`, or `<home>/artifacts/`):
+
+    manifest.json          versions, fingerprints, presets, cost scale, and a sha256 per file
+    encoder/               model.onnx + tokenizer.json (a trained set may reuse the shipped one)
+    features.npz           the lexical feature spec (idf weights), numpy only, no pickle
+    heads/<llm>.quality.joblib, heads/<llm>.length.joblib   one file per LLM per head
+    heads/<llm>.ainv.npy   A_l⁻¹ for the uncertainty term, numpy only, no pickle
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ArtifactError
+from .features import FeatureSpec
+from .predictors import Head, load_head
+from .store import read_manifest, shipped_artifacts_dir, verified_path
+
+
+def llm_file_stem(llm_id: str) -> str:
+    """A file-system-safe, reversible-enough stem for an LLM id ('meta/llama' → 'meta__llama')."""
+    return llm_id.replace("/", "__").replace(":", "_")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    lam: float
+    target_cost_share: float
+
+    def describe(self, reference_llm: str) -> str:
+        return (
+            f"budget {self.name}: λ={self.lam:.4g}, calibrated to spend about "
+            f"{self.target_cost_share:.0%} of always-{reference_llm}'s cost on the training data"
+        )
+
+
+@dataclass(frozen=True)
+class LLMHeads:
+    quality: Head
+    length: Head
+    a_inv: np.ndarray  # (dim, dim) inverse of A_l = I + Σ e·eᵀ
+
+
+@dataclass(frozen=True)
+class ArtifactSet:
+    path: Path
+    manifest: dict[str, Any]
+    encoder_dir: Path
+    features: FeatureSpec | None
+    heads: dict[str, LLMHeads]
+    presets: dict[str, Preset]
+    cost_scale_usd: float
+    reference_llm: str
+
+
+def _encoder_dir(set_dir: Path, manifest: dict[str, Any]) -> Path:
+    """The set's own encoder, or the shipped one when the set reuses it (same sha256)."""
+    files = manifest.get("encoder", {}).get("files", {})
+    if not files:
+        raise ArtifactError(f"{set_dir / 'manifest.json'}: encoder: no files listed")
+    for candidate in (set_dir / "encoder", shipped_artifacts_dir() / "encoder"):
+        if all((candidate / name).is_file() for name in files):
+            for name, sha in files.items():
+                verified_path(candidate, name, sha)
+            return candidate
+    raise ArtifactError(f"{set_dir / 'encoder'}: encoder files missing ({', '.join(sorted(files))})")
+
+
+def load_artifact_set(set_dir: Path, llm_ids: list[str] | None = None) -> ArtifactSet:
+    """Load the manifest and the heads of `llm_ids` (all listed when None), verifying each file."""
+    manifest = read_manifest(set_dir)
+    try:
+        heads_meta: dict[str, Any] = manifest["heads"]
+        presets = {
+            name: Preset(name=name, lam=float(p["lambda"]), target_cost_share=float(p["target_cost_share"]))
+            for name, p in sorted(manifest["presets"].items(), key=lambda kv: (float(kv[1]["lambda"]), float(kv[1]["target_cost_share"])))
+        }  # cheapest first: the order users read them in
+        cost_scale = float(manifest["cost_scale_usd"])
+        reference = str(manifest["reference_llm"])
+        feat_meta = manifest.get("features")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{set_dir / 'manifest.json'}: malformed ({exc!r})") from None
+
+    features = None
+    if feat_meta:
+        path = verified_path(set_dir, feat_meta["file"], feat_meta["sha256"])
+        with np.load(path, allow_pickle=False) as npz:
+            features = FeatureSpec.from_arrays(dict(npz))
+
+    heads: dict[str, LLMHeads] = {}
+    for llm_id in heads_meta if llm_ids is None else llm_ids:
+        meta = heads_meta.get(llm_id)
+        if meta is None:
+            continue
+        quality = load_head(verified_path(set_dir, meta["quality"]["file"], meta["quality"]["sha256"]))
+        length = load_head(verified_path(set_dir, meta["length"]["file"], meta["length"]["sha256"]))
+        a_inv = np.load(verified_path(set_dir, meta["ainv"]["file"], meta["ainv"]["sha256"]), allow_pickle=False)
+        heads[llm_id] = LLMHeads(quality=quality, length=length, a_inv=a_inv)
+
+    return ArtifactSet(
+        path=set_dir,
+        manifest=manifest,
+        encoder_dir=_encoder_dir(set_dir, manifest),
+        features=features,
+        heads=heads,
+        presets=presets,
+        cost_scale_usd=cost_scale,
+        reference_llm=reference,
+    )

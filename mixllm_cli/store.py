@@ -1,0 +1,158 @@
+"""Where files live, and the artifact set's manifest.
+
+One place decides paths: `--home`, else `MIXLLM_HOME`, else the platform's user data dir.
+The shipped default artifact set (the repo's `artifacts/`) is read-only; what a user trains
+goes to `<home>/artifacts/`. Every file an artifact set holds is listed in `manifest.json` with
+its sha256, which is checked before anything is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactError
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shipped_artifacts_dir() -> Path:
+    """The read-only default artifact set (`MIXLLM_DEFAULT_ARTIFACTS` overrides it, for tests)."""
+    env = os.environ.get("MIXLLM_DEFAULT_ARTIFACTS")
+    return Path(env) if env else REPO_ROOT / "artifacts"
+
+
+def shipped_catalogue_path() -> Path:
+    return REPO_ROOT / "models.yaml"
+
+
+def home_dir(home: Path | str | None = None) -> Path:
+    """Resolve the user's home for mixllm: `--home`, `MIXLLM_HOME`, or the platform data dir."""
+    if home:
+        return Path(home).expanduser()
+    env = os.environ.get("MIXLLM_HOME")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "mixllm"
+
+
+def home_artifacts_dir(home: Path | str | None = None) -> Path:
+    return home_dir(home) / "artifacts"
+
+
+def active_artifacts_dir(home: Path | str | None = None) -> Path:
+    """The user's trained set when it exists, else the shipped default."""
+    mine = home_artifacts_dir(home)
+    recover_published(mine)
+    if (mine / MANIFEST).is_file():
+        return mine
+    return shipped_artifacts_dir()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dump_json(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def read_manifest(set_dir: Path) -> dict[str, Any]:
+    path = set_dir / MANIFEST
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ArtifactError(
+            f"{path}: no artifact manifest; run `mixllm train-offline DATA.jsonl` "
+            "or reinstall to restore the shipped default"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: corrupt manifest ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        raise ArtifactError(f"{path}: unsupported manifest format (want {MANIFEST_FORMAT})")
+    return data
+
+
+def verified_path(set_dir: Path, rel: str, expected_sha256: str) -> Path:
+    """Return `set_dir/rel` after checking its sha256 against the manifest."""
+    path = set_dir / rel
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing artifact file listed in the manifest")
+    actual = sha256_file(path)
+    if actual != expected_sha256:
+        raise ArtifactError(
+            f"{path}: sha256 mismatch (manifest {expected_sha256[:12]}…, file {actual[:12]}…); "
+            "the artifact set is corrupt or was edited: retrain or restore it"
+        )
+    return path
+
+
+def publish_dir(staging: Path, target: Path) -> None:
+    """Move a fully written staging directory into place as `target`, atomically.
+
+    The previous set, if any, is kept as `<target>.prev` until the swap is done, so a crash
+    leaves either the old set or the new one in place (never a half-written one).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(target.name + ".prev")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_published(target: Path) -> None:
+    """Finish a `publish_dir` that a crash cut between its two renames: bring the old set back."""
+    old = target.with_name(target.name + ".prev")
+    if not target.exists() and (old / MANIFEST).is_file():
+        os.replace(old, target)
+
+
+def staging_dir(target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent))
+    path.chmod(0o777 & ~_umask())
+    return path
