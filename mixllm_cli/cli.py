@@ -1,0 +1,220 @@
+"""The `mixllm` command: one thin client of the library.
+
+Each command parses its options, calls one library function and renders the result. Known
+failures (`MixLLMError`) become one `Error: ...` line per problem on stderr and exit 1 (2 for
+usage errors); anything else is a bug and raises (set MIXLLM_DEBUG=1 for the full traceback
+of known errors too).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import MixLLMError, UsageError
+
+app = typer.Typer(
+    name="mixllm",
+    help="Route each query to the LLM that best balances quality, cost and waiting time.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Where trained artifacts and state live (default: $MIXLLM_HOME or the user data dir)."),
+]
+CatalogueOpt = Annotated[
+    Path | None,
+    typer.Option("--catalogue", help="LLM catalogue YAML (default: <home>/models.yaml, else the shipped models.yaml)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of a table.")]
+BudgetOpt = Annotated[
+    str | None,
+    typer.Option("--budget", "-b", help="very-low | low | medium | high (default: medium)."),
+]
+LambdaOpt = Annotated[
+    float | None,
+    typer.Option("--lambda", help="Willingness to pay λ >= 0, instead of a --budget preset."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        sys.stdout.write(f"mixllm {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Route each query to the LLM that best balances quality, cost and waiting time.
+
+    Example: mixllm route "Write a haiku about rain" --budget low
+    """
+
+
+@app.command("train-offline")
+def train_offline_cmd(
+    data: Annotated[Path, typer.Argument(help="Routing dataset (JSONL with every LLM's outcomes).")],
+    catalogue: CatalogueOpt = None,
+    home: HomeOpt = None,
+    quality_head: Annotated[str, typer.Option(help="Quality head family: logistic | rf | mlp | knn.")] = "logistic",
+    length_head: Annotated[str, typer.Option(help="Length head family: ridge | rf | mlp | knn.")] = "ridge",
+    seed: Annotated[int, typer.Option(help="Random seed for folds and estimators.")] = 0,
+) -> None:
+    """Train per-LLM heads on full feedback and calibrate the budget presets.
+
+    Writes a new artifact set to <home>/artifacts atomically.
+
+    Example: mixllm train-offline data/routerbench/train.jsonl --home ./myrouter
+    """
+    from . import output
+    from .catalogue import load_catalogue
+    from .store import home_artifacts_dir, home_dir, shipped_artifacts_dir, shipped_catalogue_path
+    from .training import LENGTH_FAMILIES, QUALITY_FAMILIES, train_offline
+
+    if quality_head not in QUALITY_FAMILIES:
+        raise UsageError(f"--quality-head: unknown family '{quality_head}'; choose one of: {', '.join(QUALITY_FAMILIES)}")
+    if length_head not in LENGTH_FAMILIES:
+        raise UsageError(f"--length-head: unknown family '{length_head}'; choose one of: {', '.join(LENGTH_FAMILIES)}")
+    cat_path = catalogue or (home_dir(home) / "models.yaml")
+    cat = load_catalogue(cat_path if cat_path.is_file() or catalogue else shipped_catalogue_path())
+    with _progress() as progress:
+        report = train_offline(data, cat, home_artifacts_dir(home), shipped_artifacts_dir() / "encoder",
+                               families={"quality": quality_head, "length": length_head}, seed=seed,
+                               progress=progress)
+    output.training_summary(report)
+
+
+@app.command("route")
+def route_cmd(
+    query: Annotated[str | None, typer.Argument(help="The query to route.")] = None,
+    jsonl: Annotated[
+        str | None,
+        typer.Option("--jsonl", help="Route a JSONL file of {\"id\"?, \"query\", \"budget\"?} lines ('-' = stdin)."),
+    ] = None,
+    budget: BudgetOpt = None,
+    lam: LambdaOpt = None,
+    as_json: JsonOpt = False,
+    strict: Annotated[bool, typer.Option("--strict", help="With --jsonl: stop at the first bad line.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="With --jsonl: lines encoded together.")] = 64,
+    home: HomeOpt = None,
+    catalogue: CatalogueOpt = None,
+) -> None:
+    """Pick the LLM for a query (or for every line of a JSONL file).
+
+    Prints a table of every candidate (predicted quality, cost, wait, score) and the choice;
+    --json prints exactly one JSON object; --jsonl prints one JSON line per input line, in order.
+
+    Example: mixllm route "Write a haiku about rain" --budget low
+    """
+    from . import output
+    from .router import Router, check_query
+
+    if (query is None) == (jsonl is None):
+        raise UsageError("give either a QUERY or --jsonl FILE, not both and not neither")
+    router = Router.load(home, catalogue)
+    if jsonl is not None:
+        from .routing_stream import route_jsonl
+
+        route_jsonl(router, jsonl, budget, lam, strict=strict, batch_size=batch_size)
+        return
+    name, value = router.resolve_budget(budget, lam)
+    text = check_query(query)
+    decision = router.decisions(router.predict([text]), name, value)[0]
+    if as_json:
+        output.json_line(decision.to_dict())
+        return
+    if name is not None:
+        output.note(router.preset(name).describe(router.artifacts.reference_llm))
+    if router.unrouted:
+        output.note(f"not routed (no heads): {', '.join(router.unrouted)}")
+    output.route_table(decision)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    data: Annotated[Path, typer.Argument(help="Labelled routing dataset (JSONL) to replay.")],
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+    catalogue: CatalogueOpt = None,
+) -> None:
+    """Replay a labelled split: each budget preset beside always-best, always-cheapest and the oracle.
+
+    Example: mixllm evaluate data/routerbench/test.jsonl
+    """
+    from . import output
+    from .dataset import read_dataset
+    from .evaluation import evaluate
+    from .router import Router
+
+    router = Router.load(home, catalogue)
+    report = evaluate(router, read_dataset(data))
+    if as_json:
+        output.json_line(report)
+        return
+    output.note(f"{report['rows']} queries; {report['rows_with_missing_quality']} hold an LLM outcome with no "
+                "recorded quality, scored 0 if picked")
+    output.evaluation_table(report)
+
+
+class _progress:
+    """A rich progress bar on stderr (only when stderr is a terminal)."""
+
+    def __enter__(self):
+        if not sys.stderr.isatty():
+            return lambda stage, done, total: None
+        from rich.progress import Progress
+
+        self._bar = Progress(transient=True, console=None)
+        self._bar.__enter__()
+        self._tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in self._tasks:
+                self._tasks[stage] = self._bar.add_task(stage, total=total)
+            self._bar.update(self._tasks[stage], completed=done)
+
+        return update
+
+    def __exit__(self, *exc):
+        if hasattr(self, "_bar"):
+            self._bar.__exit__(*exc)
+        return False
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on `argv` and return the exit code; known errors become `Error:` lines."""
+    try:
+        app(args=argv, prog_name="mixllm", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except MixLLMError as exc:
+        if os.environ.get("MIXLLM_DEBUG"):
+            raise
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            sys.stderr.write(f"Error: {line}\n")
+        return exc.exit_code
+    except BrokenPipeError:
+        # `mixllm route --jsonl big.jsonl | head`: the reader left; exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())

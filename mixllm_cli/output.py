@@ -1,0 +1,77 @@
+"""Rendering for people (rich tables on stdout, notes on stderr) and for machines (JSON).
+
+rich is imported inside the functions so `mixllm --help` does not pay for it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+
+def json_line(obj: Any, stream: TextIO | None = None) -> None:
+    stream = stream or sys.stdout
+    stream.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def note(message: str) -> None:
+    """A message for the person at the terminal: stderr, never mixed into data."""
+    sys.stderr.write(message + "\n")
+
+
+def _console(stream: TextIO | None = None):
+    from rich.console import Console
+
+    stream = stream or sys.stdout
+    # Piped output has no terminal width; don't wrap tables at rich's 80-column default.
+    width = None if stream.isatty() else 160
+    return Console(file=stream, highlight=False, soft_wrap=False, width=width)
+
+
+def route_table(decision: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=None, show_edge=False, header_style="bold")
+    table.add_column("LLM")
+    table.add_column("pred. quality", justify="right")
+    table.add_column("pred. cost (¢)", justify="right")
+    table.add_column("exp. wait (ms)", justify="right")
+    table.add_column("score", justify="right")
+    for c in sorted(decision.candidates, key=lambda c: -c.score):
+        mark = "→ " if c.llm == decision.choice else "  "
+        style = "bold green" if c.llm == decision.choice else None
+        table.add_row(f"{mark}{c.llm}", f"{c.quality:.3f}", f"{100 * c.cost_usd:.4f}", f"{c.wait_ms:.0f}",
+                      f"{c.score:+.4f}", style=style)
+    console = _console()
+    console.print(table)
+    console.print(f"choice: [bold]{decision.choice}[/bold]")
+
+
+def evaluation_table(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold")
+    for col, justify in (("policy", "left"), ("mean quality", "right"), ("total cost ($)", "right"),
+                         (f"% of {report['best_llm']} quality", "right"), ("% of its cost", "right")):
+        table.add_column(col, justify=justify)
+    for r in report["results"]:
+        table.add_row(r["policy"], f"{r['mean_quality']:.4f}", f"{r['total_cost_usd']:.4f}",
+                      f"{r['quality_pct_of_best']:.2f}", f"{r['cost_pct_of_best']:.2f}")
+    console = _console()
+    console.print(table)
+
+
+def training_summary(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold", title=f"artifact set: {report['artifacts']}")
+    table.add_column("budget")
+    table.add_column("λ", justify="right")
+    table.add_column("target cost share", justify="right")
+    table.add_column("share on train (out-of-fold)", justify="right")
+    for name, p in report["presets"].items():
+        table.add_row(name, f"{p['lambda']:.4g}", f"{p['target_cost_share']:.0%}", f"{p['train_cost_share']:.1%}")
+    console = _console(sys.stderr)
+    console.print(table)
+    console.print(f"{report['rows']} queries, {len(report['llms'])} LLMs, {report['seconds']} s")

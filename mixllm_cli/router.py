@@ -1,0 +1,229 @@
+"""The facade: load an artifact set and a catalogue once, route many queries.
+
+`Router.predict` runs the encoder and the heads (the expensive part, batched);
+`Router.decide` applies the pure decision rule for any λ, so evaluation can sweep budgets
+without re-encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import decision
+from .artifacts import ArtifactSet, Preset, load_artifact_set
+from .errors import ArtifactError, DataError, UsageError
+from .features import build_features
+from .store import active_artifacts_dir, home_dir, shipped_catalogue_path
+
+MAX_QUERY_CHARS = 100_000  # ~25k tokens; far beyond what the heads were trained on
+BUDGETS = ("very-low", "low", "medium", "high")
+
+
+def check_query(text: object, where: str = "query") -> str:
+    """Reject what cannot be routed: non-strings, empty, huge, or not valid UTF-8."""
+    if not isinstance(text, str):
+        raise DataError(f"{where}: must be a string (got {type(text).__name__})")
+    if not text.strip():
+        raise DataError(f"{where}: is empty")
+    if len(text) > MAX_QUERY_CHARS:
+        raise DataError(f"{where}: is {len(text):,} characters; the limit is {MAX_QUERY_CHARS:,}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # argv bytes that are not UTF-8 reach Python as lone surrogates.
+        raise DataError(f"{where}: is not valid UTF-8") from None
+    return text
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per-query, per-LLM predictions, arrays of shape (n_queries, n_llms)."""
+
+    llm_ids: tuple[str, ...]
+    quality: np.ndarray
+    response_tokens: np.ndarray
+    prompt_tokens: np.ndarray  # (n_queries,)
+    cost_usd: np.ndarray
+    cost_norm: np.ndarray
+    uncertainty: np.ndarray
+    wait_s: np.ndarray
+
+
+@dataclass(frozen=True)
+class Candidate:
+    llm: str
+    quality: float
+    response_tokens: float
+    cost_usd: float
+    wait_ms: float
+    uncertainty: float
+    penalty: float
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "llm": self.llm,
+            "predicted_quality": round(self.quality, 6),
+            "predicted_response_tokens": round(self.response_tokens, 1),
+            "predicted_cost_usd": float(f"{self.cost_usd:.6g}"),
+            "expected_wait_ms": round(self.wait_ms, 1),
+            "uncertainty": float(f"{self.uncertainty:.6g}"),
+            "penalty": float(f"{self.penalty:.6g}"),
+            "score": round(self.score, 6),
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    id: str | None
+    choice: str
+    budget: str | None
+    lam: float
+    prompt_tokens: int
+    candidates: tuple[Candidate, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "choice": self.choice,
+            "budget": self.budget,
+            "lambda": self.lam,
+            "prompt_tokens": self.prompt_tokens,
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+
+class Router:
+    def __init__(self, artifacts: ArtifactSet, catalogue: Any, weights: decision.Weights | None = None):
+        self.artifacts = artifacts
+        self.catalogue = catalogue
+        self.weights = weights or decision.Weights()
+        # The pool: catalogue LLMs that have heads. Heads of LLMs no longer in the catalogue
+        # are ignored; catalogue LLMs without heads are reported by `unrouted`.
+        self.llm_ids = tuple(i for i in catalogue.ids if i in artifacts.heads)
+        self.unrouted = tuple(i for i in catalogue.ids if i not in artifacts.heads)
+        if not self.llm_ids:
+            raise ArtifactError(
+                f"{artifacts.path}: no trained heads for any LLM of the catalogue; "
+                "run `mixllm train-offline DATA.jsonl`"
+            )
+        llms = [catalogue.get(i) for i in self.llm_ids]
+        self._price_in = np.array([m.input_usd_per_mtok for m in llms]) / 1e6
+        self._price_out = np.array([m.output_usd_per_mtok for m in llms]) / 1e6
+        self._encoder = None
+
+    @classmethod
+    def load(cls, home: Path | str | None = None, catalogue_path: Path | str | None = None) -> Router:
+        from .catalogue import load_catalogue
+
+        cat_path = Path(catalogue_path) if catalogue_path else None
+        if cat_path is None:
+            user_cat = home_dir(home) / "models.yaml"
+            cat_path = user_cat if user_cat.is_file() else shipped_catalogue_path()
+        catalogue = load_catalogue(cat_path)
+        artifacts = load_artifact_set(active_artifacts_dir(home), list(catalogue.ids))
+        return cls(artifacts, catalogue)
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from .encoder import Encoder
+
+            self._encoder = Encoder.from_dir(self.artifacts.encoder_dir)
+        return self._encoder
+
+    def preset(self, name: str) -> Preset:
+        try:
+            return self.artifacts.presets[name]
+        except KeyError:
+            known = ", ".join(self.artifacts.presets)
+            raise UsageError(f"--budget: unknown budget '{name}'; choose one of: {known}") from None
+
+    def resolve_budget(self, budget: str | None, lam: float | None) -> tuple[str | None, float]:
+        if lam is not None:
+            if budget is not None:
+                raise UsageError("--budget and --lambda: give one, not both")
+            return None, decision.check_lambda(lam)
+        preset = self.preset(budget or "medium")
+        return preset.name, preset.lam
+
+    def predict_encoded(self, embeddings: np.ndarray, token_ids: list[np.ndarray], prompt_tokens: np.ndarray) -> Predictions:
+        x = build_features(embeddings, token_ids, self.artifacts.features)
+        e = np.asarray(embeddings, dtype=np.float64)
+        cols_q, cols_len, cols_unc = [], [], []
+        for llm_id in self.llm_ids:
+            h = self.artifacts.heads[llm_id]
+            cols_q.append(h.quality.predict(x))
+            cols_len.append(h.length.predict(x))
+            cols_unc.append(np.einsum("ij,jk,ik->i", e, h.a_inv, e))
+        quality = np.stack(cols_q, axis=1)
+        length = np.stack(cols_len, axis=1)
+        p_tok = np.asarray(prompt_tokens, dtype=np.float64)
+        cost = p_tok[:, None] * self._price_in + length * self._price_out
+        return Predictions(
+            llm_ids=self.llm_ids,
+            quality=quality,
+            response_tokens=length,
+            prompt_tokens=p_tok,
+            cost_usd=cost,
+            cost_norm=cost / self.artifacts.cost_scale_usd,
+            uncertainty=np.stack(cols_unc, axis=1),
+            # The latency model (a later issue) fills this in; no wait yet.
+            wait_s=np.zeros_like(cost),
+        )
+
+    def predict(self, queries: Sequence[str]) -> Predictions:
+        enc = self.encoder.encode(list(queries))
+        return self.predict_encoded(enc.embeddings, enc.token_ids, enc.n_tokens)
+
+    def decide(self, preds: Predictions, lam: float) -> tuple[np.ndarray, decision.Scores]:
+        return decision.route_indices(
+            preds.quality, preds.cost_norm, preds.uncertainty, preds.wait_s, lam, self.weights
+        )
+
+    def route(
+        self,
+        queries: Sequence[str],
+        budget: str | None = None,
+        lam: float | None = None,
+        ids: Sequence[str | None] | None = None,
+    ) -> list[Decision]:
+        name, lam_value = self.resolve_budget(budget, lam)
+        preds = self.predict(queries)
+        return self.decisions(preds, name, lam_value, ids)
+
+    def decisions(
+        self, preds: Predictions, budget: str | None, lam: float, ids: Sequence[str | None] | None = None
+    ) -> list[Decision]:
+        choice, s = self.decide(preds, lam)
+        out = []
+        for i in range(len(choice)):
+            cands = tuple(
+                Candidate(
+                    llm=llm,
+                    quality=float(preds.quality[i, j]),
+                    response_tokens=float(preds.response_tokens[i, j]),
+                    cost_usd=float(preds.cost_usd[i, j]),
+                    wait_ms=float(preds.wait_s[i, j] * 1000.0),
+                    uncertainty=float(s.uncertainty[i, j]),
+                    penalty=float(s.penalty[i, j]),
+                    score=float(s.total[i, j]),
+                )
+                for j, llm in enumerate(self.llm_ids)
+            )
+            out.append(
+                Decision(
+                    id=None if ids is None else ids[i],
+                    choice=self.llm_ids[int(choice[i])],
+                    budget=budget,
+                    lam=lam,
+                    prompt_tokens=int(preds.prompt_tokens[i]),
+                    candidates=cands,
+                )
+            )
+        return out

@@ -1,0 +1,255 @@
+"""End to end through the CLI on the tiny world: train-offline → route → evaluate, and every failure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+CODE_Q = "write a python function to sum two numbers"
+CHAT_Q = "tell me a story about the dog"
+
+
+@pytest.fixture
+def trained(tiny, tiny_trained, monkeypatch):
+    monkeypatch.setenv("MIXLLM_HOME", str(tiny_trained))
+    return tiny
+
+
+def test_train_offline_writes_a_verified_artifact_set(tiny, cli, isolated_home):
+    code, out, err = cli("train-offline", tiny / "train.jsonl", "--catalogue", tiny / "models.yaml")
+    assert code == 0, err
+    manifest = json.loads((isolated_home / "artifacts" / "manifest.json").read_text())
+    assert set(manifest["heads"]) == {"big", "vendor/small", "mid"}
+    assert manifest["reference_llm"] == "big"
+    lams = [manifest["presets"][b]["lambda"] for b in ("very-low", "low", "medium", "high")]
+    assert lams == sorted(lams)
+    for entry in manifest["heads"].values():
+        for part in ("quality", "length", "ainv"):
+            assert (isolated_home / "artifacts" / entry[part]["file"]).is_file()
+    assert manifest["versions"]["numpy"]
+    assert out == ""  # the summary is for people: stderr
+
+
+def test_route_follows_the_budget(trained, cli):
+    code, out, _ = cli("route", CODE_Q, "--lambda", "1000", "--json", "--catalogue", trained / "models.yaml")
+    assert code == 0
+    assert json.loads(out)["choice"] == "big"
+    code, out, _ = cli("route", CODE_Q, "--lambda", "0", "--json", "--catalogue", trained / "models.yaml")
+    assert json.loads(out)["choice"] == "vendor/small"
+    # The small model's head learned that it fails code and succeeds at chat.
+    def small_quality(q):
+        _, out, _ = cli("route", q, "--json", "--catalogue", trained / "models.yaml")
+        return next(c for c in json.loads(out)["candidates"] if c["llm"] == "vendor/small")["predicted_quality"]
+
+    assert small_quality(CHAT_Q) > small_quality(CODE_Q) + 0.2
+
+
+def test_route_json_is_exactly_one_object(trained, cli):
+    code, out, _ = cli("route", CODE_Q, "--budget", "low", "--json", "--catalogue", trained / "models.yaml")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == 1
+    obj = json.loads(lines[0])
+    assert obj["budget"] == "low"
+    assert {c["llm"] for c in obj["candidates"]} == {"big", "vendor/small", "mid"}
+    assert obj["choice"] == max(obj["candidates"], key=lambda c: c["score"])["llm"]
+
+
+def test_route_table_for_people(trained, cli):
+    code, out, err = cli("route", CODE_Q, "--budget", "high", "--catalogue", trained / "models.yaml")
+    assert code == 0
+    assert "pred. quality" in out and "choice:" in out
+    assert "budget high" in err  # what the preset means goes to stderr
+
+
+def test_route_jsonl_one_line_per_input_in_order(trained, cli, tmp_path):
+    src = tmp_path / "q.jsonl"
+    src.write_text(
+        json.dumps({"id": "a", "query": CODE_Q, "budget": "high"}) + "\n"
+        + "{not json\n"
+        + json.dumps({"id": "c", "query": ""}) + "\n"
+        + json.dumps({"id": 4, "query": CHAT_Q, "budget": "cheapest"}) + "\n"
+        + json.dumps({"query": CHAT_Q}) + "\n"
+    )
+    code, out, err = cli("route", "--jsonl", src, "--catalogue", trained / "models.yaml", "--batch-size", "2")
+    rows = [json.loads(x) for x in out.strip().splitlines()]
+    assert [r.get("line") for r in rows] == [1, 2, 3, 4, 5]
+    assert rows[0]["id"] == "a" and rows[0]["choice"]
+    assert "invalid JSON" in rows[1]["error"]
+    assert rows[2]["error"].endswith("query: is empty") and rows[2]["id"] == "c"
+    assert "unknown budget 'cheapest'" in rows[3]["error"]
+    assert rows[4]["budget"] == "medium" and rows[4]["id"] is None
+    assert code == 1
+    assert err.strip() == f"Error: {src}: 3 line(s) could not be routed; see the error objects in the output"
+
+
+def test_route_jsonl_strict_stops_at_the_first_bad_line(trained, cli, tmp_path):
+    src = tmp_path / "q.jsonl"
+    src.write_text(json.dumps({"query": CODE_Q}) + "\n" + json.dumps({"query": 5}) + "\n")
+    code, _, err = cli("route", "--jsonl", src, "--strict", "--catalogue", trained / "models.yaml")
+    assert code == 1
+    assert err.strip() == f"Error: {src}:2: query: must be a string (got int)"
+
+
+def test_route_jsonl_from_stdin_in_a_pipeline(trained, tiny_trained):
+    lines = "".join(json.dumps({"id": i, "query": q}) + "\n" for i, q in enumerate([CODE_Q, CHAT_Q] * 3))
+    env = {**__import__("os").environ, "MIXLLM_HOME": str(tiny_trained),
+           "MIXLLM_DEFAULT_ARTIFACTS": str(trained / "shipped")}
+    proc = subprocess.run([sys.executable, "-m", "mixllm_cli", "route", "--jsonl", "-", "--catalogue",
+                           str(trained / "models.yaml")], input=lines.encode(), capture_output=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(x) for x in proc.stdout.decode().splitlines()]
+    assert [r["id"] for r in rows] == [str(i) for i in range(6)]
+
+
+def test_evaluate_reports_presets_and_baselines(trained, cli):
+    code, out, _ = cli("evaluate", trained / "train.jsonl", "--json", "--catalogue", trained / "models.yaml")
+    assert code == 0
+    report = json.loads(out)
+    names = [r["policy"] for r in report["results"]]
+    assert any(n.startswith("mixllm high") for n in names)
+    assert "always big" in names and "oracle" in names
+    by = {r["policy"]: r for r in report["results"]}
+    assert by["always big"]["quality_pct_of_best"] == 100.0
+    assert by["oracle"]["quality_pct_of_best"] >= 100.0
+    high = next(r for r in report["results"] if r["policy"].startswith("mixllm high"))
+    cheapest = next(r for r in report["results"] if r["policy"].endswith("(cheapest)"))
+    # Half the queries need `big`: the router buys most of its quality for well under its cost.
+    assert high["quality_pct_of_best"] > cheapest["quality_pct_of_best"] + 20
+    assert high["cost_pct_of_best"] < 60
+
+
+# ------------------------------------------------------------------ failures: one line, right exit code
+
+
+def test_empty_query(trained, cli):
+    code, out, err = cli("route", "   ", "--catalogue", trained / "models.yaml")
+    assert (code, out, err) == (1, "", "Error: query: is empty\n")
+
+
+def test_huge_query(trained, cli):
+    code, _, err = cli("route", "a" * 1_048_576, "--catalogue", trained / "models.yaml")
+    assert code == 1
+    assert err == "Error: query: is 1,048,576 characters; the limit is 100,000\n"
+
+
+def test_non_utf8_query_from_argv(trained, tiny_trained):
+    env = {**__import__("os").environ, "MIXLLM_HOME": str(tiny_trained),
+           "MIXLLM_DEFAULT_ARTIFACTS": str(trained / "shipped")}
+    proc = subprocess.run([sys.executable, "-m", "mixllm_cli", "route", b"caf\xe9 \xff", "--catalogue",
+                           str(trained / "models.yaml")], capture_output=True, env=env, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.decode().strip() == "Error: query: is not valid UTF-8"
+
+
+def test_unknown_budget_is_a_usage_error(trained, cli):
+    code, _, err = cli("route", CODE_Q, "--budget", "cheap", "--catalogue", trained / "models.yaml")
+    assert code == 2
+    assert err == "Error: --budget: unknown budget 'cheap'; choose one of: very-low, low, medium, high\n"
+
+
+def test_budget_and_lambda_together(trained, cli):
+    code, _, err = cli("route", CODE_Q, "--budget", "low", "--lambda", "2", "--catalogue", trained / "models.yaml")
+    assert (code, err) == (2, "Error: --budget and --lambda: give one, not both\n")
+
+
+def test_query_and_jsonl_together(trained, cli):
+    code, _, err = cli("route", CODE_Q, "--jsonl", "-", "--catalogue", trained / "models.yaml")
+    assert code == 2 and err.startswith("Error: give either a QUERY or --jsonl FILE")
+
+
+def test_malformed_catalogue(trained, cli, tmp_path):
+    bad = tmp_path / "models.yaml"
+    bad.write_text("version: 1\nllms:\n  - id: big\n    name: [unclosed\n")
+    code, _, err = cli("route", CODE_Q, "--catalogue", bad)
+    assert code == 1
+    assert err.startswith(f"Error: {bad}:") and "invalid YAML" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_malformed_training_data_names_file_and_line(tiny, cli, tmp_path, isolated_home):
+    data = tmp_path / "bad.jsonl"
+    good = (tiny / "train.jsonl").read_text().splitlines()
+    data.write_text("\n".join(good[:3] + ['{"id": "x", "query": "hi", "outcomes": {"big": {"quality": 2}}}']) + "\n")
+    code, _, err = cli("train-offline", data, "--catalogue", tiny / "models.yaml")
+    assert code == 1
+    assert err.startswith(f"Error: {data}:4: outcomes.big")
+    assert not (isolated_home / "artifacts").exists()
+
+
+def test_missing_data_file(tiny, cli, tmp_path):
+    code, _, err = cli("train-offline", tmp_path / "nope.jsonl", "--catalogue", tiny / "models.yaml")
+    assert code == 1 and err.startswith("Error: ") and "nope.jsonl" in err
+
+
+def test_corrupt_head_is_refused_before_unpickling(trained, tiny_trained, cli, tmp_path):
+    import shutil
+
+    home = tmp_path / "h"
+    shutil.copytree(tiny_trained, home)
+    manifest = json.loads((home / "artifacts" / "manifest.json").read_text())
+    head = home / "artifacts" / manifest["heads"]["big"]["quality"]["file"]
+    head.write_bytes(b"cos\nsystem\n(S'echo pwned'\ntR.")  # a malicious pickle must never be loaded
+    code, _, err = cli("route", CODE_Q, "--home", home, "--catalogue", trained / "models.yaml")
+    assert code == 1
+    assert err.startswith(f"Error: {head}: sha256 mismatch")
+
+
+def test_missing_manifest(trained, cli, tmp_path, monkeypatch):
+    empty = tmp_path / "empty-shipped"
+    empty.mkdir()
+    monkeypatch.setenv("MIXLLM_DEFAULT_ARTIFACTS", str(empty))
+    code, _, err = cli("route", CODE_Q, "--home", tmp_path / "fresh", "--catalogue", trained / "models.yaml")
+    assert code == 1
+    assert err.startswith(f"Error: {empty / 'manifest.json'}: no artifact manifest")
+
+
+def test_unknown_head_family(tiny, cli):
+    code, _, err = cli("train-offline", tiny / "train.jsonl", "--quality-head", "xgb")
+    assert code == 2 and "unknown family 'xgb'" in err
+
+
+def test_failed_training_keeps_the_previous_set(tiny, cli, isolated_home, monkeypatch):
+    code, _, _ = cli("train-offline", tiny / "train.jsonl", "--catalogue", tiny / "models.yaml")
+    assert code == 0
+    before = (isolated_home / "artifacts" / "manifest.json").read_bytes()
+    from mixllm_cli import training
+
+    calls = {"n": 0}
+    real = training.save_head
+
+    def flaky(head, path):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise OSError("disk full")
+        real(head, path)
+
+    monkeypatch.setattr(training, "save_head", flaky)
+    with pytest.raises(OSError):
+        cli("train-offline", tiny / "train.jsonl", "--catalogue", tiny / "models.yaml", "--seed", "3")
+    assert (isolated_home / "artifacts" / "manifest.json").read_bytes() == before
+    leftovers = [p.name for p in isolated_home.iterdir() if p.name != "artifacts"]
+    assert leftovers == []
+
+
+def test_help_is_instant_and_imports_nothing_heavy():
+    code = ("import sys, mixllm_cli.cli as c; "
+            "heavy = [m for m in ('sklearn', 'onnxruntime', 'rich', 'joblib', 'tokenizers') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+    proc = subprocess.run([sys.executable, "-m", "mixllm_cli", "--help"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0
+    for command in ("train-offline", "route", "evaluate"):
+        assert command in proc.stdout
+
+
+def test_routing_never_imports_sklearn(trained, tiny_trained):
+    code = ("import sys; from mixllm_cli.router import Router; "
+            f"r = Router.load({str(tiny_trained)!r}, {str(trained / 'models.yaml')!r}); "
+            f"r.route([{CODE_Q!r}], 'low'); "
+            "assert 'sklearn' not in sys.modules")
+    env = {**__import__("os").environ, "MIXLLM_DEFAULT_ARTIFACTS": str(trained / "shipped")}
+    assert subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode == 0
