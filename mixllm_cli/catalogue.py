@@ -16,13 +16,13 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from mixllm_cli.errors import CatalogueError, UnknownLLMError, where
+from mixllm_cli.store import atomic_write_bytes
 
 CATALOGUE_VERSION = 1
 
@@ -357,42 +357,11 @@ def dump_catalogue(catalogue: Catalogue) -> str:
     return "# mixllm LLM catalogue; units are in the field names.\n" + body
 
 
-@contextlib.contextmanager
-def _atomic_writer(path: Path) -> Iterator[IO[bytes]]:
-    """Write to a temp file beside `path`, fsync, then rename over it; on failure the old file
-    stays untouched and the temp file is removed."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600; keep the permissions the file had, or the usual 0644.
-        try:
-            mode = path.stat().st_mode & 0o7777
-        except FileNotFoundError:
-            mode = 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
 def save_catalogue(catalogue: Catalogue, path: str | os.PathLike[str]) -> None:
     """Write the catalogue atomically; the result loads back to an equal Catalogue."""
     text = dump_catalogue(catalogue)
     try:
-        with _atomic_writer(Path(path)) as fh:
-            fh.write(text.encode("utf-8"))
+        atomic_write_bytes(Path(path), text.encode("utf-8"))
     except OSError as exc:
         raise CatalogueError(f"{path}: cannot write: {exc.strerror or exc}") from None
 

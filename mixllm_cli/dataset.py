@@ -15,18 +15,17 @@ past a bad line (`route --jsonl` answers every good line and reports the bad one
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any
+from typing import Any
 
 from mixllm_cli.errors import DataError, MixLLMError, where
+from mixllm_cli.store import atomic_write_bytes
 
 MAX_PROBLEMS = 20
 
@@ -329,34 +328,6 @@ def read_dataset(path: str | os.PathLike[str]) -> list[Record]:
     return records
 
 
-@contextlib.contextmanager
-def _atomic_writer(path: Path) -> Iterator[IO[bytes]]:
-    """Write to a temp file beside `path`, fsync, then rename over it; on failure the old file
-    stays untouched and the temp file is removed."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:  # mkstemp creates 0600; keep the permissions the file had, or the usual 0644.
-            mode = path.stat().st_mode & 0o7777
-        except FileNotFoundError:
-            mode = 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
 def dumps_record(record: Record) -> str:
     """One compact, deterministic JSON line (no newline): fixed key order, sorted outcomes."""
     return json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -385,10 +356,7 @@ def write_dataset(records: Iterable[Record], path: str | os.PathLike[str]) -> No
     if problems:
         raise DataError(_limited(problems, name))
     try:
-        with _atomic_writer(Path(path)) as fh:
-            for line in lines:
-                fh.write(line.encode("utf-8"))
-                fh.write(b"\n")
+        atomic_write_bytes(Path(path), "".join(line + "\n" for line in lines).encode("utf-8"))
     except OSError as exc:
         raise DataError(f"{name}: cannot write: {exc.strerror or exc}") from None
 
