@@ -32,7 +32,9 @@ def shipped_artifacts_dir() -> Path:
 
 
 def shipped_catalogue_path() -> Path:
-    return REPO_ROOT / "models.yaml"
+    """The read-only default catalogue (`MIXLLM_DEFAULT_CATALOGUE` overrides it, for tests)."""
+    env = os.environ.get("MIXLLM_DEFAULT_CATALOGUE")
+    return Path(env) if env else REPO_ROOT / "models.yaml"
 
 
 def home_dir(home: Path | str | None = None) -> Path:

@@ -280,11 +280,11 @@ def train_offline(
             oof_len[:, j] = out_of_fold(families[LENGTH], LENGTH, x, ylen, fold, seed)
             stem = llm_file_stem(llm)
             entry: dict[str, Any] = {}
-            for kind, head in ((QUALITY, qh), (LENGTH, lh)):
+            for kind, head, y in ((QUALITY, qh, yq[has_q]), (LENGTH, lh, ylen[has_len])):
                 rel = f"heads/{stem}.{kind}.joblib"
                 save_head(head, staging / rel)
                 entry[kind] = {"file": rel, "sha256": sha256_file(staging / rel), "family": head.family,
-                               "n_train": head.n_train}
+                               "n_train": head.n_train, "mean_target": float(y.mean()) if len(y) else None}
             rel = f"heads/{stem}.ainv.npy"
             np.save(staging / rel, a_inverse(enc.embeddings[has_q | has_len]), allow_pickle=False)
             entry["ainv"] = {"file": rel, "sha256": sha256_file(staging / rel), "n_train": int((has_q | has_len).sum())}
