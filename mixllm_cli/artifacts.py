@@ -49,12 +49,22 @@ class LLMHeads:
 
 
 @dataclass(frozen=True)
+class ColdLLM:
+    """An LLM added without data: priors instead of heads, offered on a capped share of queries."""
+
+    prior_quality: float
+    prior_response_tokens: float
+    explore_share: float
+
+
+@dataclass(frozen=True)
 class ArtifactSet:
     path: Path
     manifest: dict[str, Any]
     encoder_dir: Path
     features: FeatureSpec | None
     heads: dict[str, LLMHeads]
+    cold: dict[str, ColdLLM]
     presets: dict[str, Preset]
     cost_scale_usd: float
     reference_llm: str
@@ -104,8 +114,14 @@ def load_artifact_set(set_dir: Path, llm_ids: list[str] | None = None) -> Artifa
         a_inv = np.load(verified_path(set_dir, meta["ainv"]["file"], meta["ainv"]["sha256"]), allow_pickle=False)
         heads[llm_id] = LLMHeads(quality=quality, length=length, a_inv=a_inv)
 
+    cold = {
+        llm_id: ColdLLM(float(c["prior_quality"]), float(c["prior_response_tokens"]), float(c["explore_share"]))
+        for llm_id, c in manifest.get("cold", {}).items()
+        if llm_ids is None or llm_id in llm_ids
+    }
     return ArtifactSet(
         path=set_dir,
+        cold=cold,
         manifest=manifest,
         encoder_dir=_encoder_dir(set_dir, manifest),
         features=features,

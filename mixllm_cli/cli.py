@@ -170,6 +170,72 @@ def evaluate_cmd(
     output.evaluation_table(report)
 
 
+@app.command("add-llm")
+def add_llm_cmd(
+    llm_id: Annotated[str, typer.Argument(metavar="ID", help="The new LLM's id, e.g. meta/llama-3.1-8b.")],
+    input_usd_per_mtok: Annotated[float, typer.Option("--input-usd-per-mtok", help="USD per 1M prompt tokens.")],
+    output_usd_per_mtok: Annotated[float, typer.Option("--output-usd-per-mtok", help="USD per 1M response tokens.")],
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Routing dataset with this LLM's outcomes (JSONL).")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Display name (default: the id).")] = None,
+    ttft_ms: Annotated[float | None, typer.Option("--ttft-ms", help="Time to first token (default 500).")] = None,
+    output_tokens_per_s: Annotated[
+        float | None, typer.Option("--output-tokens-per-s", help="Output speed (default 50).")
+    ] = None,
+    slots: Annotated[int | None, typer.Option("--slots", help="Concurrent requests (default 4).")] = None,
+    explore_share: Annotated[
+        float, typer.Option("--explore-share", help="Without --data: the share of queries a cold LLM may be offered.")
+    ] = 0.05,
+    home: HomeOpt = None,
+) -> None:
+    """Add an LLM to your pool, training only its own two heads (cold without --data).
+
+    Every other LLM's heads stay byte-identical. Your catalogue is <home>/models.yaml (copied
+    from the shipped one on the first change).
+
+    Example: mixllm add-llm mistralai/mixtral-8x7b-chat --input-usd-per-mtok 0.6 --output-usd-per-mtok 0.6 --data outcomes.jsonl
+    """
+    from . import output
+    from .pool import add_llm, llm_from_options
+
+    llm = llm_from_options(llm_id, name, input_usd_per_mtok, output_usd_per_mtok, ttft_ms, output_tokens_per_s, slots)
+    with _progress() as progress:
+        report = add_llm(llm, data, home=home, explore_share=explore_share, progress=progress)
+    output.json_line(report)
+
+
+@app.command("remove-llm")
+def remove_llm_cmd(
+    llm_id: Annotated[str, typer.Argument(metavar="ID", help="The LLM to remove.")],
+    home: HomeOpt = None,
+) -> None:
+    """Remove an LLM from your pool; its heads are archived under <home>/archive/.
+
+    Example: mixllm remove-llm claude-v1
+    """
+    from . import output
+    from .pool import remove_llm
+
+    output.json_line(remove_llm(llm_id, home=home))
+
+
+@app.command("llms")
+def llms_cmd(as_json: JsonOpt = False, home: HomeOpt = None, catalogue: CatalogueOpt = None) -> None:
+    """List the pool: prices, latency figures, and whether each LLM has trained heads or is cold.
+
+    Example: mixllm llms --json
+    """
+    from . import output
+    from .pool import list_llms
+
+    rows = list_llms(home, catalogue)
+    if as_json:
+        output.json_line(rows)
+        return
+    output.llms_table(rows)
+
+
 class _progress:
     """A rich progress bar on stderr (only when stderr is a terminal)."""
 

@@ -98,6 +98,9 @@ def route_indices(
     wait_s: np.ndarray,
     lam: float,
     weights: Weights = Weights(),
+    available: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Scores]:
+    """Score and choose; `available` (bool, broadcastable) masks candidates out of this query."""
     s = score(quality, cost_norm, uncertainty, wait_s, lam, weights)
-    return choose(s.total, cost_norm), s
+    total = s.total if available is None else np.where(available, s.total, -np.inf)
+    return choose(total, cost_norm), s

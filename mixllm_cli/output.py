@@ -38,11 +38,12 @@ def route_table(decision: Any) -> None:
     table.add_column("pred. cost (¢)", justify="right")
     table.add_column("exp. wait (ms)", justify="right")
     table.add_column("score", justify="right")
-    for c in sorted(decision.candidates, key=lambda c: -c.score):
+    for c in sorted(decision.candidates, key=lambda c: (not c.available, -c.score)):
         mark = "→ " if c.llm == decision.choice else "  "
-        style = "bold green" if c.llm == decision.choice else None
-        table.add_row(f"{mark}{c.llm}", f"{c.quality:.3f}", f"{100 * c.cost_usd:.4f}", f"{c.wait_ms:.0f}",
-                      f"{c.score:+.4f}", style=style)
+        style = "bold green" if c.llm == decision.choice else ("dim" if not c.available else None)
+        name = f"{mark}{c.llm}" + (" (cold)" if c.cold else "")
+        score = f"{c.score:+.4f}" if c.available else "not offered"
+        table.add_row(name, f"{c.quality:.3f}", f"{100 * c.cost_usd:.4f}", f"{c.wait_ms:.0f}", score, style=style)
     console = _console()
     console.print(table)
     console.print(f"choice: [bold]{decision.choice}[/bold]")
@@ -75,3 +76,19 @@ def training_summary(report: dict[str, Any]) -> None:
     console = _console(sys.stderr)
     console.print(table)
     console.print(f"{report['rows']} queries, {len(report['llms'])} LLMs, {report['seconds']} s")
+
+
+def llms_table(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold")
+    for col, justify in (("LLM", "left"), ("$ in / 1M tok", "right"), ("$ out / 1M tok", "right"),
+                         ("TTFT ms", "right"), ("tok/s", "right"), ("slots", "right"), ("status", "left"),
+                         ("outcomes", "right"), ("heads", "left")):
+        table.add_column(col, justify=justify)
+    for r in rows:
+        status = r["status"] if r["status"] != "cold" else f"cold (explores {r['explore_share']:.0%})"
+        heads = f"{r['quality_head']} / {r['length_head']}" if r["quality_head"] else "-"
+        table.add_row(r["id"], f"{r['input_usd_per_mtok']:g}", f"{r['output_usd_per_mtok']:g}", f"{r['ttft_ms']:g}",
+                      f"{r['output_tokens_per_s']:g}", str(r["slots"]), status, str(r["outcomes"]), heads)
+    _console().print(table)

@@ -40,6 +40,15 @@ def check_query(text: object, where: str = "query") -> str:
     return text
 
 
+def explore_keys(queries: Sequence[str]) -> np.ndarray:
+    """A stable number in [0, 1) per query text: the share of traffic a cold LLM sees is the
+    share of keys under its cap, the same on every run and in every process."""
+    import hashlib
+
+    return np.array([int.from_bytes(hashlib.sha256(q.encode("utf-8")).digest()[:8], "big") / 2.0**64
+                     for q in queries])
+
+
 @dataclass(frozen=True)
 class Predictions:
     """Per-query, per-LLM predictions, arrays of shape (n_queries, n_llms)."""
@@ -52,6 +61,7 @@ class Predictions:
     cost_norm: np.ndarray
     uncertainty: np.ndarray
     wait_s: np.ndarray
+    available: np.ndarray  # bool: False where a cold LLM is not offered this query
 
 
 @dataclass(frozen=True)
@@ -64,17 +74,20 @@ class Candidate:
     uncertainty: float
     penalty: float
     score: float
+    cold: bool = False
+    available: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "llm": self.llm,
+            "cold": self.cold,
             "predicted_quality": round(self.quality, 6),
             "predicted_response_tokens": round(self.response_tokens, 1),
             "predicted_cost_usd": float(f"{self.cost_usd:.6g}"),
             "expected_wait_ms": round(self.wait_ms, 1),
             "uncertainty": float(f"{self.uncertainty:.6g}"),
             "penalty": float(f"{self.penalty:.6g}"),
-            "score": round(self.score, 6),
+            "score": round(self.score, 6) if self.available else None,
         }
 
 
@@ -105,9 +118,11 @@ class Router:
         self.weights = weights or decision.Weights()
         # The pool: catalogue LLMs that have heads. Heads of LLMs no longer in the catalogue
         # are ignored; catalogue LLMs without heads are reported by `unrouted`.
-        self.llm_ids = tuple(i for i in catalogue.ids if i in artifacts.heads)
-        self.unrouted = tuple(i for i in catalogue.ids if i not in artifacts.heads)
-        if not self.llm_ids:
+        servable = set(artifacts.heads) | set(artifacts.cold)
+        self.llm_ids = tuple(i for i in catalogue.ids if i in servable)
+        self.unrouted = tuple(i for i in catalogue.ids if i not in servable)
+        self.cold_ids = tuple(i for i in self.llm_ids if i not in artifacts.heads)
+        if not any(i in artifacts.heads for i in self.llm_ids):
             raise ArtifactError(
                 f"{artifacts.path}: no trained heads for any LLM of the catalogue; "
                 "run `mixllm train-offline DATA.jsonl`"
@@ -152,15 +167,32 @@ class Router:
         preset = self.preset(budget or "medium")
         return preset.name, preset.lam
 
-    def predict_encoded(self, embeddings: np.ndarray, token_ids: list[np.ndarray], prompt_tokens: np.ndarray) -> Predictions:
+    def predict_encoded(
+        self,
+        embeddings: np.ndarray,
+        token_ids: list[np.ndarray],
+        prompt_tokens: np.ndarray,
+        explore_keys: np.ndarray | None = None,
+    ) -> Predictions:
+        """Predictions for encoded queries; `explore_keys` in [0, 1) decide where cold LLMs are offered."""
         x = build_features(embeddings, token_ids, self.artifacts.features)
         e = np.asarray(embeddings, dtype=np.float64)
-        cols_q, cols_len, cols_unc = [], [], []
+        n = len(e)
+        keys = np.ones(n) if explore_keys is None else np.asarray(explore_keys, dtype=np.float64)
+        cols_q, cols_len, cols_unc, cols_ok = [], [], [], []
         for llm_id in self.llm_ids:
-            h = self.artifacts.heads[llm_id]
-            cols_q.append(h.quality.predict(x))
-            cols_len.append(h.length.predict(x))
-            cols_unc.append(np.einsum("ij,jk,ik->i", e, h.a_inv, e))
+            h = self.artifacts.heads.get(llm_id)
+            if h is not None:
+                cols_q.append(h.quality.predict(x))
+                cols_len.append(h.length.predict(x))
+                cols_unc.append(np.einsum("ij,jk,ik->i", e, h.a_inv, e))
+                cols_ok.append(np.ones(n, dtype=bool))
+            else:
+                cold = self.artifacts.cold[llm_id]
+                cols_q.append(np.full(n, cold.prior_quality))
+                cols_len.append(np.full(n, cold.prior_response_tokens))
+                cols_unc.append(np.einsum("ij,ij->i", e, e))  # A = I: nothing observed yet
+                cols_ok.append(keys < cold.explore_share)
         quality = np.stack(cols_q, axis=1)
         length = np.stack(cols_len, axis=1)
         p_tok = np.asarray(prompt_tokens, dtype=np.float64)
@@ -175,15 +207,17 @@ class Router:
             uncertainty=np.stack(cols_unc, axis=1),
             # The latency model (a later issue) fills this in; no wait yet.
             wait_s=np.zeros_like(cost),
+            available=np.stack(cols_ok, axis=1),
         )
 
     def predict(self, queries: Sequence[str]) -> Predictions:
         enc = self.encoder.encode(list(queries))
-        return self.predict_encoded(enc.embeddings, enc.token_ids, enc.n_tokens)
+        keys = explore_keys(queries) if self.cold_ids else None
+        return self.predict_encoded(enc.embeddings, enc.token_ids, enc.n_tokens, keys)
 
     def decide(self, preds: Predictions, lam: float) -> tuple[np.ndarray, decision.Scores]:
         return decision.route_indices(
-            preds.quality, preds.cost_norm, preds.uncertainty, preds.wait_s, lam, self.weights
+            preds.quality, preds.cost_norm, preds.uncertainty, preds.wait_s, lam, self.weights, preds.available
         )
 
     def route(
@@ -213,6 +247,8 @@ class Router:
                     uncertainty=float(s.uncertainty[i, j]),
                     penalty=float(s.penalty[i, j]),
                     score=float(s.total[i, j]),
+                    cold=llm in self.cold_ids,
+                    available=bool(preds.available[i, j]),
                 )
                 for j, llm in enumerate(self.llm_ids)
             )

@@ -1,0 +1,288 @@
+"""Change the candidate pool without retraining the rest: add-llm, remove-llm, llms.
+
+The user's pool lives under the home: `<home>/models.yaml` (a copy of the shipped catalogue made
+on the first change; the shipped file stays read-only) and `<home>/artifacts/` (a copy of the
+shipped set's heads on the first change, the encoder is shared by sha256).
+
+Write order keeps one invariant across crashes: the catalogue never names an LLM that the
+artifact set cannot serve. Adding writes the heads, then the manifest, then the catalogue;
+removing writes the catalogue, then the manifest, and deletes the heads only after archiving
+them. A crash between steps leaves at worst an unreferenced file or a manifest entry for an LLM
+the catalogue does not name, both ignored by routing and overwritten by the next add.
+
+A "cold" LLM (added without data) has no heads. Until feedback trains it, the router estimates
+its quality optimistically as the best pool LLM's mean training quality and its response length
+as the pool's median mean length (both stated in the manifest), and offers it only on a capped,
+deterministic share of queries (those whose sha256 falls under `explore_share`); within that
+share its A = I uncertainty bonus and the optimistic prior decide whether it wins.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .artifacts import llm_file_stem
+from .catalogue import LLM, Catalogue, load_catalogue, save_catalogue, with_llm, without_llm
+from .errors import DataError, UsageError
+from .store import (
+    MANIFEST,
+    atomic_write_bytes,
+    dump_json,
+    home_artifacts_dir,
+    home_dir,
+    publish_dir,
+    read_manifest,
+    sha256_file,
+    shipped_artifacts_dir,
+    shipped_catalogue_path,
+    staging_dir,
+)
+
+DEFAULT_EXPLORE_SHARE = 0.05
+Progress = Callable[[str, int, int], None]
+
+
+def user_catalogue_path(home: Path | str | None = None) -> Path:
+    return home_dir(home) / "models.yaml"
+
+
+def load_pool_catalogue(home: Path | str | None = None) -> Catalogue:
+    """The user's catalogue if it exists, else the shipped one."""
+    path = user_catalogue_path(home)
+    return load_catalogue(path if path.is_file() else shipped_catalogue_path())
+
+
+def ensure_home_set(home: Path | str | None = None) -> Path:
+    """The home's artifact set, first copied from the shipped default if the home has none."""
+    target = home_artifacts_dir(home)
+    if (target / MANIFEST).is_file():
+        return target
+    source = shipped_artifacts_dir()
+    read_manifest(source)  # fail early, with the usual message, if the default is missing
+    staging = staging_dir(target)
+    try:
+        for item in source.iterdir():
+            if item.name == "encoder":
+                continue  # shared with the shipped set by sha256
+            if item.is_dir():
+                shutil.copytree(item, staging / item.name)
+            else:
+                shutil.copy2(item, staging / item.name)
+        publish_dir(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _write_manifest(set_dir: Path, manifest: dict[str, Any]) -> None:
+    atomic_write_bytes(set_dir / MANIFEST, dump_json(manifest))
+
+
+def _history(manifest: dict[str, Any], op: str, llm_id: str, **extra: Any) -> None:
+    entry = {"op": op, "llm": llm_id, "at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **extra}
+    manifest.setdefault("history", []).append(entry)
+
+
+def cold_priors(manifest: dict[str, Any]) -> tuple[float, float]:
+    """Optimistic quality prior and typical length for a cold LLM, from the pool's heads."""
+    qualities = [float(m["quality"]["mean_target"]) for m in manifest["heads"].values()]
+    lengths = [float(m["length"]["mean_target"]) for m in manifest["heads"].values()]
+    if not qualities:
+        return 0.5, 100.0
+    return max(qualities), float(np.median(lengths))
+
+
+def add_llm(
+    llm: LLM,
+    data: Path | None = None,
+    *,
+    home: Path | str | None = None,
+    explore_share: float = DEFAULT_EXPLORE_SHARE,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Add `llm` to the user's pool; train only its two heads from `data` (cold without data)."""
+    started = time.perf_counter()
+    if not 0.0 <= explore_share <= 1.0:
+        raise UsageError(f"--explore-share: must be in [0, 1] (got {explore_share})")
+    catalogue = load_pool_catalogue(home)
+    with_llm(catalogue, llm)  # refuse a duplicate before touching anything
+    report: dict[str, Any] = {"llm": llm.id}
+
+    fitted = None
+    if data is not None:
+        fitted = _fit_new_llm(llm, Path(data), home, progress, report)
+
+    set_dir = ensure_home_set(home)
+    manifest = read_manifest(set_dir)
+    manifest.get("cold", {}).pop(llm.id, None)
+    if fitted is not None:
+        entry = {}
+        stem = llm_file_stem(llm.id)
+        from .predictors import save_head
+
+        for kind, head, mean in (("quality", fitted["quality"], fitted["mean_quality"]),
+                                 ("length", fitted["length"], fitted["mean_length"])):
+            rel = f"heads/{stem}.{kind}.joblib"
+            save_head(head, set_dir / rel)
+            entry[kind] = {"file": rel, "sha256": sha256_file(set_dir / rel), "family": head.family,
+                           "n_train": head.n_train, "mean_target": mean}
+        rel = f"heads/{stem}.ainv.npy"
+        _save_npy(set_dir / rel, fitted["ainv"])
+        entry["ainv"] = {"file": rel, "sha256": sha256_file(set_dir / rel), "n_train": fitted["n_rows"]}
+        manifest["heads"][llm.id] = entry
+        _history(manifest, "add-llm", llm.id, outcomes=fitted["n_rows"], data_sha256=sha256_file(Path(data)))
+        report["status"] = "trained"
+    else:
+        quality, length = cold_priors(manifest)
+        manifest["heads"].pop(llm.id, None)
+        manifest.setdefault("cold", {})[llm.id] = {
+            "prior_quality": quality,
+            "prior_response_tokens": length,
+            "explore_share": explore_share,
+            "prior_rule": "quality: the best pool LLM's mean training quality (optimistic); "
+                          "length: the median of the pool LLMs' mean response tokens",
+        }
+        _history(manifest, "add-llm", llm.id, cold=True)
+        report.update(status="cold", prior_quality=quality, prior_response_tokens=length,
+                      explore_share=explore_share)
+    _write_manifest(set_dir, manifest)
+    save_catalogue(with_llm(catalogue, llm), user_catalogue_path(home))
+    report["seconds_total"] = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _fit_new_llm(llm: LLM, data: Path, home: Path | str | None, progress: Progress | None,
+                 report: dict[str, Any]) -> dict[str, Any]:
+    """Encode the queries that have an outcome for `llm` and fit its two heads and A⁻¹."""
+    from .artifacts import load_artifact_set
+    from .dataset import read_dataset
+    from .encoder import Encoder
+    from .features import build_features
+    from .store import active_artifacts_dir
+    from .training import a_inverse, encode_with_progress, fit_head, outcome_table
+
+    records = [r for r in read_dataset(data) if r.outcomes.get(llm.id) is not None]
+    if not records:
+        raise DataError(f"{data}: no outcomes for LLM '{llm.id}'; nothing to train its heads on")
+    table = outcome_table(records, [llm.id])
+    base = load_artifact_set(active_artifacts_dir(home), llm_ids=[])
+    families = base.manifest.get("families", {"quality": "logistic", "length": "ridge"})
+
+    t0 = time.perf_counter()
+    enc = encode_with_progress(Encoder.from_dir(base.encoder_dir), table.queries,
+                               progress or (lambda *_: None))
+    report["seconds_embedding"] = round(time.perf_counter() - t0, 3)
+
+    t1 = time.perf_counter()
+    x = build_features(enc.embeddings, enc.token_ids, base.features)
+    yq, ylen = table.quality[:, 0], table.response_tokens[:, 0]
+    has_q = ~np.isnan(yq)
+    if not has_q.any():
+        raise DataError(f"{data}: every outcome for LLM '{llm.id}' has quality null; cannot train its quality head")
+    fitted = {
+        "quality": fit_head(families["quality"], "quality", x[has_q], yq[has_q]),
+        "length": fit_head(families["length"], "length", x, ylen),
+        "ainv": a_inverse(enc.embeddings),
+        "mean_quality": float(yq[has_q].mean()),
+        "mean_length": float(ylen.mean()),
+        "n_rows": len(records),
+    }
+    report["seconds_fit"] = round(time.perf_counter() - t1, 3)
+    report["outcomes"] = len(records)
+    report["outcomes_with_quality"] = int(has_q.sum())
+    return fitted
+
+
+def remove_llm(llm_id: str, *, home: Path | str | None = None) -> dict[str, Any]:
+    """Remove `llm_id` from the user's pool; its heads move to `<home>/archive/`."""
+    started = time.perf_counter()
+    catalogue = load_pool_catalogue(home)
+    entry_llm = catalogue.get(llm_id)
+    smaller = without_llm(catalogue, llm_id)
+    set_dir = ensure_home_set(home)
+    manifest = read_manifest(set_dir)
+    heads = manifest["heads"].get(llm_id)
+    cold = manifest.get("cold", {}).get(llm_id)
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    archive = home_dir(home) / "archive" / f"{llm_file_stem(llm_id)}-{stamp}"
+    archive.mkdir(parents=True)
+    files = [heads[k]["file"] for k in ("quality", "length", "ainv")] if heads else []
+    for rel in files:
+        shutil.copy2(set_dir / rel, archive / Path(rel).name)
+    atomic_write_bytes(archive / "entry.json", dump_json(
+        {"catalogue": entry_llm.to_dict(), "heads": heads, "cold": cold, "removed_from": str(set_dir)}))
+
+    save_catalogue(smaller, user_catalogue_path(home))  # from here on, routing never picks it
+    manifest["heads"].pop(llm_id, None)
+    manifest.get("cold", {}).pop(llm_id, None)
+    _history(manifest, "remove-llm", llm_id, archive=str(archive))
+    _write_manifest(set_dir, manifest)
+    for rel in files:
+        (set_dir / rel).unlink(missing_ok=True)
+    return {"llm": llm_id, "archive": str(archive), "seconds_total": round(time.perf_counter() - started, 3)}
+
+
+def list_llms(home: Path | str | None = None, catalogue_path: Path | str | None = None) -> list[dict[str, Any]]:
+    """The pool: each catalogue LLM with its prices, latency figures and training status."""
+    from .store import active_artifacts_dir
+
+    catalogue = load_catalogue(catalogue_path) if catalogue_path else load_pool_catalogue(home)
+    set_dir = active_artifacts_dir(home)
+    manifest = read_manifest(set_dir)
+    rows = []
+    for llm in catalogue:
+        heads = manifest["heads"].get(llm.id)
+        cold = manifest.get("cold", {}).get(llm.id)
+        status = "trained" if heads else ("cold" if cold else "no heads")
+        rows.append({
+            "id": llm.id,
+            "name": llm.name,
+            "input_usd_per_mtok": llm.input_usd_per_mtok,
+            "output_usd_per_mtok": llm.output_usd_per_mtok,
+            "ttft_ms": llm.ttft_ms,
+            "output_tokens_per_s": llm.output_tokens_per_s,
+            "slots": llm.slots,
+            "status": status,
+            "outcomes": heads["ainv"]["n_train"] if heads else 0,
+            "quality_head": heads["quality"]["family"] if heads else None,
+            "length_head": heads["length"]["family"] if heads else None,
+            "explore_share": cold["explore_share"] if cold else None,
+        })
+    return rows
+
+
+def llm_from_options(llm_id: str, name: str | None, input_usd: float, output_usd: float, ttft_ms: float | None,
+                     tokens_per_s: float | None, slots: int | None) -> LLM:
+    """Build a catalogue entry from add-llm's flags; unspecified latency figures are marked as defaults."""
+    given = "given to mixllm add-llm"
+    default = "default: not given to mixllm add-llm"
+    return LLM(
+        id=llm_id,
+        name=name or llm_id,
+        input_usd_per_mtok=input_usd,
+        output_usd_per_mtok=output_usd,
+        ttft_ms=500.0 if ttft_ms is None else ttft_ms,
+        output_tokens_per_s=50.0 if tokens_per_s is None else tokens_per_s,
+        slots=4 if slots is None else slots,
+        sources={"prices": given, "ttft_ms": given if ttft_ms is not None else default,
+                 "output_tokens_per_s": given if tokens_per_s is not None else default,
+                 "slots": given if slots is not None else default},
+    )
+
