@@ -39,6 +39,37 @@ def frontier(q_pred, c_pred, quality, cost, ref, caps=(0.10, 0.20, 0.25)):
     return [float(pts[pts[:, 0] <= cap, 1].max(initial=0.0)) for cap in caps]
 
 
+def choices(table, enc, x, folds, p_in, p_out, scale, ref, L):
+    """The two choices behind the shipped default: logistic C, and which length head prices queries."""
+    from mixllm_cli.training import LOGISTIC_C
+
+    caps = (0.10, 0.15, 0.20, 0.25, 0.30)
+    head = "| {} | Brier | " + " | ".join(f"≤{int(c * 100)}% cost" for c in caps) + " |"
+    rule = "|---|---|" + "---|" * len(caps)
+    lengths = {fam: np.stack([out_of_fold(fam, LENGTH, x, table.response_tokens[:, j], folds) for j in range(L)], 1)
+               for fam in ("ridge", "rf")}
+    cost = {fam: (enc.n_tokens[:, None] * p_in + v * p_out) / scale for fam, v in lengths.items()}
+    cost["mean per LLM"] = np.broadcast_to(np.nanmean(table.cost_usd, axis=0) / scale, table.cost_usd.shape)
+    out = ["### Regularisation of the logistic quality heads (embedding + lexical, ridge length head)", "",
+           "% of the dearest LLM's quality reachable within each cost share, out of fold on train.", "",
+           head.format("C"), rule]
+    preds = {}
+    for c in (0.1, 0.3, 1.0, 3.0):
+        p = np.stack([out_of_fold("logistic", QUALITY, x, table.quality[:, j], folds, c=c) for j in range(L)], 1)
+        preds[c] = p
+        fr = frontier(np.nan_to_num(p), cost["ridge"], table.quality, table.cost_usd, ref, caps)
+        out.append(f"| {c:g} | {np.nanmean((p - table.quality) ** 2):.4f} | " + " | ".join(f"{100 * v:.1f}" for v in fr)
+                   + " |")
+        print(out[-1], flush=True)
+    out += ["", f"### Which cost estimate prices a query (logistic C={LOGISTIC_C:g} quality heads)", "",
+            head.format("cost from"), rule]
+    for name, cst in cost.items():
+        fr = frontier(np.nan_to_num(preds[LOGISTIC_C]), cst, table.quality, table.cost_usd, ref, caps)
+        out.append(f"| {name} | | " + " | ".join(f"{100 * v:.1f}" for v in fr) + " |")
+        print(out[-1], flush=True)
+    return out
+
+
 def auc(y, p):
     from sklearn.metrics import roc_auc_score
 
@@ -51,6 +82,8 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT / "data/routerbench/train.jsonl"))
     ap.add_argument("--write", default=None, help="write the markdown tables to this file")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--choices-only", action="store_true",
+                    help="only the regularisation sweep and the length-head effect on routing (fast)")
     args = ap.parse_args()
 
     cat = load_catalogue(ROOT / "models.yaml")
@@ -68,6 +101,13 @@ def main() -> None:
     L = len(cat.ids)
 
     lines = []
+    if args.choices_only:
+        lines += choices(table, enc, feats["embedding + lexical"], folds, p_in, p_out, scale, ref, L)
+        text = "\n".join(lines) + "\n"
+        if args.write:
+            Path(args.write).write_text(text)
+        print(text)
+        return
     # Length heads first: the routing metric needs predicted lengths.
     x = feats["embedding + lexical"]
     lines.append("### Length heads (out of fold, embedding + lexical)\n")

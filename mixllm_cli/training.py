@@ -176,14 +176,15 @@ def fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
     return rng.permutation(n) % folds
 
 
-def out_of_fold(family: str, kind: str, x: np.ndarray, y: np.ndarray, folds: np.ndarray, seed: int = 0) -> np.ndarray:
+def out_of_fold(family: str, kind: str, x: np.ndarray, y: np.ndarray, folds: np.ndarray, seed: int = 0,
+                c: float = LOGISTIC_C) -> np.ndarray:
     """Predictions for every row from a head that did not see it (NaN where y is missing)."""
     pred = np.full(len(y), np.nan)
     known = ~np.isnan(y)
     for f in np.unique(folds):
         train = known & (folds != f)
         test = folds == f
-        head = fit_head(family, kind, x[train], y[train], seed)
+        head = fit_head(family, kind, x[train], y[train], seed, c)
         pred[test] = head.predict(x[test])
     return pred
 
