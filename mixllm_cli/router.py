@@ -176,7 +176,7 @@ class Router:
     ) -> Predictions:
         """Predictions for encoded queries; `explore_keys` in [0, 1) decide where cold LLMs are offered."""
         x = build_features(embeddings, token_ids, self.artifacts.features)
-        e = np.asarray(embeddings, dtype=np.float64)
+        e = np.asarray(embeddings, dtype=np.float32)
         n = len(e)
         keys = np.ones(n) if explore_keys is None else np.asarray(explore_keys, dtype=np.float64)
         cols_q, cols_len, cols_unc, cols_ok = [], [], [], []
@@ -185,13 +185,13 @@ class Router:
             if h is not None:
                 cols_q.append(h.quality.predict(x))
                 cols_len.append(h.length.predict(x))
-                cols_unc.append(np.einsum("ij,jk,ik->i", e, h.a_inv, e))
+                cols_unc.append(((e @ h.a_inv) * e).sum(axis=1))  # eᵀA⁻¹e per row, via BLAS
                 cols_ok.append(np.ones(n, dtype=bool))
             else:
                 cold = self.artifacts.cold[llm_id]
                 cols_q.append(np.full(n, cold.prior_quality))
                 cols_len.append(np.full(n, cold.prior_response_tokens))
-                cols_unc.append(np.einsum("ij,ij->i", e, e))  # A = I: nothing observed yet
+                cols_unc.append((e * e).sum(axis=1))  # A = I: nothing observed yet
                 cols_ok.append(keys < cold.explore_share)
         quality = np.stack(cols_q, axis=1)
         length = np.stack(cols_len, axis=1)
