@@ -110,6 +110,16 @@ def route_cmd(
     as_json: JsonOpt = False,
     strict: Annotated[bool, typer.Option("--strict", help="With --jsonl: stop at the first bad line.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="With --jsonl: lines encoded together.")] = 64,
+    max_wait_s: Annotated[
+        float | None,
+        typer.Option("--max-wait-s", min=0.0, help="Waiting-time tolerance τ in seconds (default $MIXLLM_MAX_WAIT_S or 30)."),
+    ] = None,
+    strict_wait: Annotated[
+        bool, typer.Option("--strict-wait", help="Never pick an LLM whose expected wait exceeds τ if another meets it.")
+    ] = False,
+    no_queue: Annotated[
+        bool, typer.Option("--no-queue", help="Dry run: ignore the queue state and record nothing (every wait 0).")
+    ] = False,
     home: HomeOpt = None,
     catalogue: CatalogueOpt = None,
 ) -> None:
@@ -121,19 +131,22 @@ def route_cmd(
     Example: mixllm route "Write a haiku about rain" --budget low
     """
     from . import output
-    from .router import Router, check_query
+    from .router import Router, WaitPolicy, check_query
+    from .state import StateStore
 
     if (query is None) == (jsonl is None):
         raise UsageError("give either a QUERY or --jsonl FILE, not both and not neither")
     router = Router.load(home, catalogue)
+    policy = WaitPolicy(tolerance_s=_tolerance(max_wait_s), strict=strict_wait)
+    state = None if no_queue else StateStore.for_home(home)
     if jsonl is not None:
         from .routing_stream import route_jsonl
 
-        route_jsonl(router, jsonl, budget, lam, strict=strict, batch_size=batch_size)
+        route_jsonl(router, jsonl, budget, lam, strict=strict, batch_size=batch_size, state=state, policy=policy)
         return
     name, value = router.resolve_budget(budget, lam)
     text = check_query(query)
-    decision = router.decisions(router.predict([text]), name, value)[0]
+    decision = router.decisions(router.predict([text]), name, value, queries=[text], state=state, policy=policy)[0]
     if as_json:
         output.json_line(decision.to_dict())
         return
@@ -148,25 +161,50 @@ def route_cmd(
 def evaluate_cmd(
     data: Annotated[Path, typer.Argument(help="Labelled routing dataset (JSONL) to replay.")],
     as_json: JsonOpt = False,
+    rate: Annotated[
+        str | None,
+        typer.Option("--rate", help="Replay as a stream arriving at this rate (e.g. 10/s) on a simulated clock."),
+    ] = None,
+    max_wait_s: Annotated[
+        float | None, typer.Option("--max-wait-s", min=0.0, help="Stream: tolerance τ; later answers score 0.")
+    ] = None,
+    no_penalty: Annotated[bool, typer.Option("--no-penalty", help="Stream: drop the waiting-time penalty.")] = False,
+    strict_wait: Annotated[bool, typer.Option("--strict-wait", help="Stream: apply the hard waiting rule.")] = False,
     home: HomeOpt = None,
     catalogue: CatalogueOpt = None,
 ) -> None:
     """Replay a labelled split: each budget preset beside always-best, always-cheapest and the oracle.
 
-    Example: mixllm evaluate data/routerbench/test.jsonl
+    With --rate (or an arrival_s on every line) the split is replayed as a stream: each LLM
+    serves `slots` calls at once, service times come from the recorded response tokens, and an
+    answer that waited longer than --max-wait-s scores 0.
+
+    Example: mixllm evaluate data/routerbench/test.jsonl --rate 10/s --max-wait-s 30
     """
     from . import output
     from .dataset import read_dataset
-    from .evaluation import evaluate
+    from .evaluation import evaluate, evaluate_stream, parse_rate
     from .router import Router
 
+    rate_per_s = parse_rate(rate) if rate else None  # a usage error before any loading
     router = Router.load(home, catalogue)
-    report = evaluate(router, read_dataset(data))
+    records = read_dataset(data)
+    stream = rate is not None or (records and all(r.arrival_s is not None for r in records))
+    if stream:
+        report = evaluate_stream(router, records, rate_per_s=rate_per_s,
+                                 tolerance_s=_tolerance(max_wait_s), penalty=not no_penalty, strict=strict_wait)
+    else:
+        report = evaluate(router, records)
     if as_json:
         output.json_line(report)
         return
-    output.note(f"{report['rows']} queries; {report['rows_with_missing_quality']} hold an LLM outcome with no "
-                "recorded quality, scored 0 if picked")
+    if stream:
+        output.note(f"stream: {report['rows']} queries at {report['rate_per_s'] or 'their arrival_s'} per s, "
+                    f"tolerance {report['tolerance_s']:g} s, penalty {'on' if report['penalty'] else 'off'}; "
+                    f"% of {report['best_llm']} without any waiting constraint")
+    else:
+        output.note(f"{report['rows']} queries; {report['rows_with_missing_quality']} hold an LLM outcome with no "
+                    "recorded quality, scored 0 if picked")
     output.evaluation_table(report)
 
 
@@ -234,6 +272,58 @@ def llms_cmd(as_json: JsonOpt = False, home: HomeOpt = None, catalogue: Catalogu
         output.json_line(rows)
         return
     output.llms_table(rows)
+
+
+def _tolerance(max_wait_s: float | None) -> float:
+    from .decision import DEFAULT_TOLERANCE_S
+
+    if max_wait_s is not None:
+        return max_wait_s
+    env = os.environ.get("MIXLLM_MAX_WAIT_S")
+    if env is None:
+        return DEFAULT_TOLERANCE_S
+    try:
+        value = float(env)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise UsageError(f"MIXLLM_MAX_WAIT_S: must be a number of seconds >= 0 (got {env!r})")
+    return value
+
+
+@app.command("feedback")
+def feedback_cmd(
+    decision_id: Annotated[str, typer.Argument(metavar="DECISION_ID", help="The decision_id that route printed.")],
+    latency_ms: Annotated[
+        float | None, typer.Option("--latency-ms", min=0.0, help="Observed end-to-end latency of the call.")
+    ] = None,
+    ttft_ms: Annotated[float | None, typer.Option("--ttft-ms", min=0.0, help="Observed time to first token.")] = None,
+    response_tokens: Annotated[
+        int | None, typer.Option("--response-tokens", min=0, help="Tokens the LLM actually produced.")
+    ] = None,
+    home: HomeOpt = None,
+    catalogue: CatalogueOpt = None,
+) -> None:
+    """Report that a routed call finished: frees its queue slot and teaches the latency model.
+
+    Sending the same report twice counts once.
+
+    Example: mixllm feedback d3f9a0c1b2e4d5f6 --latency-ms 2300 --response-tokens 180
+    """
+    from . import output
+    from .catalogue import load_catalogue
+    from .latency import LatencyEstimate
+    from .pool import load_pool_catalogue
+    from .state import StateStore
+
+    if latency_ms is None and ttft_ms is None and response_tokens is None:
+        raise UsageError("give at least one of --latency-ms, --ttft-ms, --response-tokens")
+    store = StateStore.for_home(home)
+    cat = load_catalogue(catalogue) if catalogue else load_pool_catalogue(home)
+    defaults = {m.id: LatencyEstimate(m.ttft_ms, m.output_tokens_per_s) for m in cat}
+    result = store.complete(decision_id, latency_ms=latency_ms, ttft_ms=ttft_ms, response_tokens=response_tokens,
+                            defaults=defaults.get)
+    output.json_line(result)
 
 
 class _progress:

@@ -29,7 +29,7 @@ from mixllm_cli.store import atomic_write_bytes
 
 MAX_PROBLEMS = 20
 
-RECORD_KEYS: tuple[str, ...] = ("id", "query", "task", "tags", "outcomes")
+RECORD_KEYS: tuple[str, ...] = ("id", "query", "task", "tags", "arrival_s", "outcomes")
 OUTCOME_KEYS: tuple[str, ...] = ("quality", "prompt_tokens", "response_tokens", "cost_usd")
 
 
@@ -51,6 +51,7 @@ class Record:
     query: str
     task: str | None = None
     tags: tuple[str, ...] = ()
+    arrival_s: float | None = None  # when the query arrives, for stream replays (seconds from the start)
     # Read-only and in sorted LLM order, so two equal records compare and serialise equally.
     outcomes: Mapping[str, Outcome] = field(default_factory=dict)
 
@@ -64,6 +65,8 @@ class Record:
         if self.task is not None:
             out["task"] = self.task
         out["tags"] = list(self.tags)
+        if self.arrival_s is not None:
+            out["arrival_s"] = self.arrival_s
         out["outcomes"] = {
             llm: {
                 "quality": o.quality,
@@ -245,6 +248,10 @@ def _record_problems(obj: Mapping[str, Any], prefix: str) -> tuple[Record | None
         for i, tag in enumerate(tags):
             if not isinstance(tag, str) or not tag.strip():
                 problems.append(f"{prefix}: tags[{i}]: must be a non-empty string (got {tag!r})")
+    arrival = obj.get("arrival_s")
+    if arrival is not None and (isinstance(arrival, bool) or not isinstance(arrival, (int, float))
+                                or not math.isfinite(arrival) or arrival < 0):
+        problems.append(f"{prefix}: arrival_s: must be a number of seconds >= 0 (got {arrival!r})")
     outcomes: dict[str, Outcome] = {}
     raw_outcomes = obj.get("outcomes")
     if "outcomes" in obj:
@@ -265,7 +272,8 @@ def _record_problems(obj: Mapping[str, Any], prefix: str) -> tuple[Record | None
                     outcomes[llm] = outcome
     if problems:
         return None, problems
-    return Record(id=rid, query=query, task=task, tags=tuple(tags), outcomes=outcomes), []
+    return Record(id=rid, query=query, task=task, tags=tuple(tags),
+                  arrival_s=None if arrival is None else float(arrival), outcomes=outcomes), []
 
 
 def record_from_dict(obj: Mapping[str, Any], name: str = "<record>", line: int | None = None) -> Record:

@@ -89,3 +89,116 @@ def evaluate(router: Any, records: Sequence[Any], lambdas: dict[str, float] | No
         "best_llm": llm_ids[best],
         "results": [r.to_dict() for r in results],
     }
+
+
+# ---------------------------------------------------------------- streams with waiting time
+
+
+def parse_rate(text: str) -> float:
+    """'10/s', '10', '600/min' → queries per second."""
+    from .errors import UsageError
+
+    raw = text.strip().lower()
+    unit = 1.0
+    for suffix, scale in (("/s", 1.0), ("/min", 1 / 60), ("/h", 1 / 3600)):
+        if raw.endswith(suffix):
+            raw, unit = raw[: -len(suffix)], scale
+            break
+    try:
+        value = float(raw) * unit
+    except ValueError:
+        value = -1.0
+    if not value > 0 or not np.isfinite(value):
+        raise UsageError(f"--rate: must be a positive rate like 10/s (got {text!r})")
+    return value
+
+
+def arrival_times(records: Sequence[Any], rate_per_s: float | None) -> np.ndarray:
+    """Each record's `arrival_s` if every record has one, else evenly spaced at `rate_per_s`."""
+    given = [r.arrival_s for r in records]
+    if all(a is not None for a in given):
+        return np.array(given, dtype=np.float64)
+    if rate_per_s is None:
+        raise DataError("a stream needs --rate or an arrival_s on every line")
+    return np.arange(len(records)) / rate_per_s
+
+
+def simulate(choose: Any, arrivals: np.ndarray, quality: np.ndarray, cost: np.ndarray, response_tokens: np.ndarray,
+             llm_ids: Sequence[str], estimates: Sequence[Any], slots: Sequence[int], tolerance_s: float) -> dict[str, Any]:
+    """Replay a stream on a simulated clock. `choose(i, waits) -> j` picks the LLM of query i.
+
+    Service times come from the recorded response tokens; a query that waits longer than the
+    tolerance scores quality 0 (its cost is still paid: the call was placed).
+    """
+    from .latency import QueueState, service_time_s
+
+    queue = QueueState.empty(tuple(llm_ids), list(slots), 0.0)
+    n = len(arrivals)
+    picks = np.zeros(n, dtype=np.int64)
+    waited = np.zeros(n)
+    for i in np.argsort(arrivals, kind="stable"):
+        now = float(arrivals[i])
+        waits = queue.waits(now)
+        j = int(choose(i, waits))
+        tokens = response_tokens[i, j] if np.isfinite(response_tokens[i, j]) else np.nanmean(response_tokens[:, j])
+        queue.admit(j, now, float(service_time_s(estimates[j], tokens)))
+        picks[i], waited[i] = j, waits[j]
+    late = waited > tolerance_s
+    rows = np.arange(n)
+    q = np.where(late, 0.0, quality[rows, picks])
+    return {"quality": q, "cost": cost[rows, picks], "picks": picks, "late": int(late.sum()),
+            "wait_p95_s": float(np.percentile(waited, 95)), "wait_max_s": float(waited.max())}
+
+
+def evaluate_stream(router: Any, records: Sequence[Any], *, rate_per_s: float | None, tolerance_s: float = 30.0,
+                    lambdas: dict[str, float] | None = None, penalty: bool = True,
+                    strict: bool = False, preds: Any = None) -> dict[str, Any]:
+    """The router at each budget and the baselines, replayed as a stream under a waiting tolerance."""
+    from dataclasses import replace
+
+    from . import decision
+    from .latency import within_tolerance
+
+    llm_ids = list(router.llm_ids)
+    table = outcome_table(records, llm_ids)
+    quality, cost = np.nan_to_num(table.quality, nan=0.0), table.cost_usd
+    if np.isnan(cost).any():
+        raise DataError("every LLM of the pool needs an outcome with a cost to evaluate")
+    arrivals = arrival_times(records, rate_per_s)
+    est_map = router.latency_defaults()
+    estimates = [est_map[i] for i in llm_ids]
+    slots = router.slots
+    best = int(np.argmax(quality.mean(axis=0)))
+    preds = preds if preds is not None else router.predict(table.queries)
+    weights = replace(router.weights, tolerance_s=tolerance_s, beta=router.weights.beta if penalty else 0.0)
+    ref_q, ref_c = quality[:, best].sum(), cost[:, best].sum()
+
+    def run(name: str, choose: Any) -> dict[str, Any]:
+        sim = simulate(choose, arrivals, quality, cost, table.response_tokens, llm_ids, estimates, slots, tolerance_s)
+        counts = np.bincount(sim["picks"], minlength=len(llm_ids))
+        return {"policy": name, "mean_quality": round(float(sim["quality"].mean()), 6),
+                "total_cost_usd": round(float(sim["cost"].sum()), 6),
+                "quality_pct_of_best": round(100 * float(sim["quality"].sum() / ref_q), 2),
+                "cost_pct_of_best": round(100 * float(sim["cost"].sum() / ref_c), 2),
+                "late": sim["late"], "wait_p95_s": round(sim["wait_p95_s"], 2),
+                "picks": {llm_ids[j]: int(k) for j, k in enumerate(counts) if k}}
+
+    def router_choice(lam: float) -> Any:
+        def choose(i: int, waits: np.ndarray) -> int:
+            avail = preds.available[i].copy()
+            if strict:
+                avail &= within_tolerance(np.where(avail, waits, np.inf), tolerance_s)
+            idx, _ = decision.route_indices(preds.quality[i:i + 1], preds.cost_norm[i:i + 1],
+                                            preds.uncertainty[i:i + 1], waits[None, :], lam, weights, avail[None, :])
+            return int(idx[0])
+        return choose
+
+    if lambdas is None:
+        lambdas = {name: p.lam for name, p in router.artifacts.presets.items()}
+    results = [run(f"mixllm {name} (λ={lam:.3g})", router_choice(lam)) for name, lam in lambdas.items()]
+    results.append(run(f"always {llm_ids[best]}", lambda i, w: best))
+    oracle = oracle_indices(quality, cost)
+    results.append(run("oracle (ignores waits)", lambda i, w: int(oracle[i])))
+    return {"rows": len(records), "best_llm": llm_ids[best], "tolerance_s": tolerance_s, "penalty": penalty,
+            "strict_wait": strict, "rate_per_s": rate_per_s, "results": results,
+            "note": "percentages are of the best LLM's quality and cost with no waiting constraint"}

@@ -37,13 +37,15 @@ def route_table(decision: Any) -> None:
     table.add_column("pred. quality", justify="right")
     table.add_column("pred. cost (¢)", justify="right")
     table.add_column("exp. wait (ms)", justify="right")
+    table.add_column("wait penalty", justify="right")
     table.add_column("score", justify="right")
     for c in sorted(decision.candidates, key=lambda c: (not c.available, -c.score)):
         mark = "→ " if c.llm == decision.choice else "  "
         style = "bold green" if c.llm == decision.choice else ("dim" if not c.available else None)
         name = f"{mark}{c.llm}" + (" (cold)" if c.cold else "")
         score = f"{c.score:+.4f}" if c.available else "not offered"
-        table.add_row(name, f"{c.quality:.3f}", f"{100 * c.cost_usd:.4f}", f"{c.wait_ms:.0f}", score, style=style)
+        table.add_row(name, f"{c.quality:.3f}", f"{100 * c.cost_usd:.4f}", f"{c.wait_ms:.0f}", f"{c.penalty:.4f}", score,
+                      style=style)
     console = _console()
     console.print(table)
     console.print(f"choice: [bold]{decision.choice}[/bold]")
@@ -56,9 +58,14 @@ def evaluation_table(report: dict[str, Any]) -> None:
     for col, justify in (("policy", "left"), ("mean quality", "right"), ("total cost ($)", "right"),
                          (f"% of {report['best_llm']} quality", "right"), ("% of its cost", "right")):
         table.add_column(col, justify=justify)
+    stream = "tolerance_s" in report
+    if stream:
+        table.add_column("answers too late", justify="right")
+        table.add_column("p95 wait (s)", justify="right")
     for r in report["results"]:
+        extra = [str(r["late"]), f"{r['wait_p95_s']:.1f}"] if stream else []
         table.add_row(r["policy"], f"{r['mean_quality']:.4f}", f"{r['total_cost_usd']:.4f}",
-                      f"{r['quality_pct_of_best']:.2f}", f"{r['cost_pct_of_best']:.2f}")
+                      f"{r['quality_pct_of_best']:.2f}", f"{r['cost_pct_of_best']:.2f}", *extra)
     console = _console()
     console.print(table)
 
@@ -84,11 +91,17 @@ def llms_table(rows: list[dict[str, Any]]) -> None:
     table = Table(show_edge=False, header_style="bold")
     for col, justify in (("LLM", "left"), ("$ in / 1M tok", "right"), ("$ out / 1M tok", "right"),
                          ("TTFT ms", "right"), ("tok/s", "right"), ("slots", "right"), ("status", "left"),
-                         ("outcomes", "right"), ("heads", "left")):
+                         ("outcomes", "right"), ("heads", "left"), ("learned TTFT / tok/s (n)", "right"),
+                         ("p50/p95 ms", "right"), ("in flight", "right")):
         table.add_column(col, justify=justify)
     for r in rows:
         status = r["status"] if r["status"] != "cold" else f"cold (explores {r['explore_share']:.0%})"
         heads = f"{r['quality_head']} / {r['length_head']}" if r["quality_head"] else "-"
+        learned = (f"{r['learned_ttft_ms']:g} / {r['learned_output_tokens_per_s']:g} ({r['latency_observations']})"
+                   if r["latency_observations"] else "-")
+        pct = r["latency_p50_p95_ms"]
+        pct_text = f"{pct[0]:.0f}/{pct[1]:.0f}" if pct else "-"
         table.add_row(r["id"], f"{r['input_usd_per_mtok']:g}", f"{r['output_usd_per_mtok']:g}", f"{r['ttft_ms']:g}",
-                      f"{r['output_tokens_per_s']:g}", str(r["slots"]), status, str(r["outcomes"]), heads)
+                      f"{r['output_tokens_per_s']:g}", str(r["slots"]), status, str(r["outcomes"]), heads, learned,
+                      pct_text, str(r["calls_in_flight"]))
     _console().print(table)

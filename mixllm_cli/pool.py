@@ -241,11 +241,16 @@ def remove_llm(llm_id: str, *, home: Path | str | None = None) -> dict[str, Any]
 
 def list_llms(home: Path | str | None = None, catalogue_path: Path | str | None = None) -> list[dict[str, Any]]:
     """The pool: each catalogue LLM with its prices, latency figures and training status."""
+    from .state import StateStore
     from .store import active_artifacts_dir
 
     catalogue = load_catalogue(catalogue_path) if catalogue_path else load_pool_catalogue(home)
     set_dir = active_artifacts_dir(home)
     manifest = read_manifest(set_dir)
+    store = StateStore.for_home(home)
+    live = store.path.is_file()  # listing never creates the state database
+    learned = store.learned() if live else {}
+    depth = store.open_calls(time.time()) if live else {}
     rows = []
     for llm in catalogue:
         heads = manifest["heads"].get(llm.id)
@@ -264,6 +269,11 @@ def list_llms(home: Path | str | None = None, catalogue_path: Path | str | None 
             "quality_head": heads["quality"]["family"] if heads else None,
             "length_head": heads["length"]["family"] if heads else None,
             "explore_share": cold["explore_share"] if cold else None,
+            "learned_ttft_ms": round(learned[llm.id].ttft_ms, 1) if llm.id in learned else None,
+            "learned_output_tokens_per_s": round(learned[llm.id].output_tokens_per_s, 2) if llm.id in learned else None,
+            "latency_observations": learned[llm.id].n if llm.id in learned else 0,
+            "latency_p50_p95_ms": store.latency_percentiles(llm.id) if llm.id in learned else None,
+            "calls_in_flight": depth.get(llm.id, 0),
         })
     return rows
 

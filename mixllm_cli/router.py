@@ -8,7 +8,7 @@ without re-encoding.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from . import decision
 from .artifacts import ArtifactSet, Preset, load_artifact_set
 from .errors import ArtifactError, DataError, UsageError
 from .features import build_features
+from .latency import LatencyEstimate
 from .store import active_artifacts_dir, home_dir, shipped_catalogue_path
 
 MAX_QUERY_CHARS = 100_000  # ~25k tokens; far beyond what the heads were trained on
@@ -92,6 +93,14 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class WaitPolicy:
+    """The user's waiting-time tolerance τ, and whether it is a hard rule."""
+
+    tolerance_s: float = decision.DEFAULT_TOLERANCE_S
+    strict: bool = False  # never pick an LLM whose wait exceeds τ when another can meet it
+
+
+@dataclass(frozen=True)
 class Decision:
     id: str | None
     choice: str
@@ -99,9 +108,11 @@ class Decision:
     lam: float
     prompt_tokens: int
     candidates: tuple[Candidate, ...] = field(default_factory=tuple)
+    decision_id: str | None = None  # set when the decision was recorded in the state store
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "decision_id": self.decision_id,
             "id": self.id,
             "choice": self.choice,
             "budget": self.budget,
@@ -226,40 +237,108 @@ class Router:
         budget: str | None = None,
         lam: float | None = None,
         ids: Sequence[str | None] | None = None,
+        *,
+        state: Any = None,
+        policy: WaitPolicy | None = None,
     ) -> list[Decision]:
+        """Route `queries`; with a `StateStore`, each choice is enqueued and sees the others' load."""
         name, lam_value = self.resolve_budget(budget, lam)
         preds = self.predict(queries)
-        return self.decisions(preds, name, lam_value, ids)
+        return self.decisions(preds, name, lam_value, ids, queries=queries, state=state, policy=policy)
+
+    def latency_defaults(self) -> dict[str, LatencyEstimate]:
+        return {i: LatencyEstimate(self.catalogue.get(i).ttft_ms, self.catalogue.get(i).output_tokens_per_s)
+                for i in self.llm_ids}
+
+    @property
+    def slots(self) -> list[int]:
+        return [self.catalogue.get(i).slots for i in self.llm_ids]
 
     def decisions(
-        self, preds: Predictions, budget: str | None, lam: float, ids: Sequence[str | None] | None = None
+        self,
+        preds: Predictions,
+        budget: str | None | Sequence[str | None],
+        lam: float | Sequence[float],
+        ids: Sequence[str | None] | None = None,
+        *,
+        queries: Sequence[str] | None = None,
+        state: Any = None,
+        policy: WaitPolicy | None = None,
     ) -> list[Decision]:
-        choice, s = self.decide(preds, lam)
+        """Decide every query (`budget` and `lam` may be per query).
+
+        Without a state store every wait is 0 (a dry run). With one, the queries are admitted one
+        after another in one transaction, each seeing the queue the earlier ones left.
+        """
+        policy = policy or WaitPolicy()
+        weights = replace(self.weights, tolerance_s=policy.tolerance_s)
+        n = len(preds.prompt_tokens)
+        ids = list(ids) if ids is not None else [None] * n
+        budgets = list(budget) if isinstance(budget, (list, tuple)) else [budget] * n
+        lams = list(lam) if isinstance(lam, (list, tuple)) else [lam] * n
+        if state is None:
+            return [self._decide_one(preds, i, preds.wait_s[i], lams[i], budgets[i], ids[i], weights, policy)[0]
+                    for i in range(n)]
+        import hashlib
+        import time
+
+        from .latency import service_time_s
+        from .state import Admission
+
+        if queries is None:
+            raise ValueError("queries are needed to record decisions")
         out = []
-        for i in range(len(choice)):
-            cands = tuple(
-                Candidate(
-                    llm=llm,
-                    quality=float(preds.quality[i, j]),
-                    response_tokens=float(preds.response_tokens[i, j]),
-                    cost_usd=float(preds.cost_usd[i, j]),
-                    wait_ms=float(preds.wait_s[i, j] * 1000.0),
-                    uncertainty=float(s.uncertainty[i, j]),
-                    penalty=float(s.penalty[i, j]),
-                    score=float(s.total[i, j]),
-                    cold=llm in self.cold_ids,
-                    available=bool(preds.available[i, j]),
-                )
-                for j, llm in enumerate(self.llm_ids)
-            )
-            out.append(
-                Decision(
-                    id=None if ids is None else ids[i],
-                    choice=self.llm_ids[int(choice[i])],
-                    budget=budget,
-                    lam=lam,
+        with state.transaction() as conn:
+            now = time.time()
+            est = state.estimates(conn, self.latency_defaults())
+            queue = state.queue(conn, self.llm_ids, self.slots, now)
+            for i in range(n):
+                waits = queue.waits(now)
+                d, j = self._decide_one(preds, i, waits, lams[i], budgets[i], ids[i], weights, policy)
+                llm = self.llm_ids[j]
+                slot, start, end = queue.admit(j, now, service_time_s(est[llm], preds.response_tokens[i, j]))
+                admission = Admission(
+                    llm=llm, budget=budgets[i], lam=lams[i],
+                    query_sha256=hashlib.sha256(queries[i].encode("utf-8")).hexdigest(),
                     prompt_tokens=int(preds.prompt_tokens[i]),
-                    candidates=cands,
+                    predicted_response_tokens=float(preds.response_tokens[i, j]),
+                    predicted_cost_usd=float(preds.cost_usd[i, j]),
                 )
-            )
+                decision_id = state.admit(conn, admission, now, float(waits[j]), slot, start, end)
+                out.append(replace(d, decision_id=decision_id))
         return out
+
+    def _decide_one(self, preds: Predictions, i: int, waits: np.ndarray, lam: float, budget: str | None,
+                    qid: str | None, weights: decision.Weights, policy: WaitPolicy) -> tuple[Decision, int]:
+        from .latency import within_tolerance
+
+        avail = preds.available[i].copy()
+        if policy.strict:
+            avail &= within_tolerance(np.where(avail, waits, np.inf), policy.tolerance_s)
+        row = slice(i, i + 1)
+        choice, s = decision.route_indices(preds.quality[row], preds.cost_norm[row], preds.uncertainty[row],
+                                           np.asarray(waits)[None, :], lam, weights, avail[None, :])
+        j = int(choice[0])
+        return self._decision(preds, s, i, j, waits, avail, qid, None, budget, lam, row0=True), j
+
+    def _decision(self, preds: Predictions, s: decision.Scores, i: int, j: int, waits: np.ndarray,
+                  avail: np.ndarray, qid: str | None, decision_id: str | None, budget: str | None, lam: float,
+                  row0: bool = False) -> Decision:
+        r = 0 if row0 else i  # scores computed for one row at a time, or for all rows at once
+        cands = tuple(
+            Candidate(
+                llm=llm,
+                quality=float(preds.quality[i, k]),
+                response_tokens=float(preds.response_tokens[i, k]),
+                cost_usd=float(preds.cost_usd[i, k]),
+                wait_ms=float(waits[k] * 1000.0),
+                uncertainty=float(s.uncertainty[r, k]),
+                penalty=float(s.penalty[r, k]),
+                score=float(s.total[r, k]),
+                cold=llm in self.cold_ids,
+                available=bool(avail[k]),
+            )
+            for k, llm in enumerate(self.llm_ids)
+        )
+        return Decision(id=qid, choice=self.llm_ids[j], budget=budget, lam=lam,
+                        prompt_tokens=int(preds.prompt_tokens[i]), candidates=cands, decision_id=decision_id)

@@ -50,8 +50,11 @@ def _parse_line(router: Router, obj: Any, where: str, default: tuple[str | None,
 
 
 def route_jsonl(router: Router, source: str, budget: str | None, lam: float | None, *, strict: bool = False,
-                batch_size: int = 64, out: TextIO | None = None) -> int:
-    """Route every line of `source`; return the number of bad lines (raise on the first if strict)."""
+                batch_size: int = 64, out: TextIO | None = None, state: Any = None, policy: Any = None) -> int:
+    """Route every line of `source`; return the number of bad lines (raise on the first if strict).
+
+    With a state store, each batch is admitted to the queue in one transaction, in line order.
+    """
     from .dataset import iter_jsonl
 
     out = out or sys.stdout
@@ -63,10 +66,10 @@ def route_jsonl(router: Router, source: str, budget: str | None, lam: float | No
         for lineno, item in iter_jsonl(stream, name):
             batch.append((lineno, item))
             if len(batch) >= batch_size:
-                bad += _flush(router, batch, name, default, strict, out)
+                bad += _flush(router, batch, name, default, strict, out, state, policy)
                 batch = []
         if batch:
-            bad += _flush(router, batch, name, default, strict, out)
+            bad += _flush(router, batch, name, default, strict, out, state, policy)
     finally:
         if close:
             stream.close()
@@ -76,7 +79,7 @@ def route_jsonl(router: Router, source: str, budget: str | None, lam: float | No
 
 
 def _flush(router: Router, batch: list[tuple[int, Any]], name: str, default: tuple[str | None, float],
-           strict: bool, out: TextIO) -> int:
+           strict: bool, out: TextIO, state: Any = None, policy: Any = None) -> int:
     parsed: list[Any] = []
     for lineno, item in batch:
         where = f"{name}:{lineno}"
@@ -93,10 +96,8 @@ def _flush(router: Router, batch: list[tuple[int, Any]], name: str, default: tup
     decisions = iter(())
     if good:
         preds = router.predict([p[1] for p in good])
-        rows = []
-        for i, (qid, _, bname, value) in enumerate(good):
-            rows.append(router.decisions(_row(preds, i), bname, value, [qid])[0])
-        decisions = iter(rows)
+        decisions = iter(router.decisions(preds, [p[2] for p in good], [p[3] for p in good], [p[0] for p in good],
+                                          queries=[p[1] for p in good], state=state, policy=policy))
     bad = 0
     for (lineno, _), p in zip(batch, parsed):
         if isinstance(p, dict):
@@ -108,11 +109,3 @@ def _flush(router: Router, batch: list[tuple[int, Any]], name: str, default: tup
             json_line(d, out)
     out.flush()
     return bad
-
-
-def _row(preds: Any, i: int) -> Any:
-    """The predictions of one query, as a one-row `Predictions`."""
-    from dataclasses import fields, replace
-
-    sliced = {f.name: getattr(preds, f.name)[i:i + 1] for f in fields(preds) if f.name != "llm_ids"}
-    return replace(preds, **sliced)

@@ -115,6 +115,19 @@ def tiny_trained(tiny_world, tmp_path_factory):
 
 
 @pytest.fixture
+def trained_home(tiny, tiny_trained, tmp_path, monkeypatch):
+    """A private copy of the trained tiny home (with the tiny catalogue as the user's), so that
+    state written by one test (the queue, the pool) never leaks into another."""
+    import shutil
+
+    home = tmp_path / "trained-home"
+    shutil.copytree(tiny_trained, home, ignore=shutil.ignore_patterns("state.sqlite3*"))
+    shutil.copy(tiny / "models.yaml", home / "models.yaml")
+    monkeypatch.setenv("MIXLLM_HOME", str(home))
+    return home
+
+
+@pytest.fixture
 def cli(capsys):
     """Run `mixllm ARGS...` in-process; returns (exit code, stdout, stderr)."""
     from mixllm_cli.cli import run

@@ -13,8 +13,7 @@ CHAT_Q = "tell me a story about the dog"
 
 
 @pytest.fixture
-def trained(tiny, tiny_trained, monkeypatch):
-    monkeypatch.setenv("MIXLLM_HOME", str(tiny_trained))
+def trained(tiny, trained_home):
     return tiny
 
 
@@ -94,9 +93,9 @@ def test_route_jsonl_strict_stops_at_the_first_bad_line(trained, cli, tmp_path):
     assert err.strip() == f"Error: {src}:2: query: must be a string (got int)"
 
 
-def test_route_jsonl_from_stdin_in_a_pipeline(trained, tiny_trained):
+def test_route_jsonl_from_stdin_in_a_pipeline(trained, trained_home):
     lines = "".join(json.dumps({"id": i, "query": q}) + "\n" for i, q in enumerate([CODE_Q, CHAT_Q] * 3))
-    env = {**__import__("os").environ, "MIXLLM_HOME": str(tiny_trained),
+    env = {**__import__("os").environ, "MIXLLM_HOME": str(trained_home),
            "MIXLLM_DEFAULT_ARTIFACTS": str(trained / "shipped")}
     proc = subprocess.run([sys.executable, "-m", "mixllm_cli", "route", "--jsonl", "-", "--catalogue",
                            str(trained / "models.yaml")], input=lines.encode(), capture_output=True, env=env, check=False)
@@ -136,8 +135,8 @@ def test_huge_query(trained, cli):
     assert err == "Error: query: is 1,048,576 characters; the limit is 100,000\n"
 
 
-def test_non_utf8_query_from_argv(trained, tiny_trained):
-    env = {**__import__("os").environ, "MIXLLM_HOME": str(tiny_trained),
+def test_non_utf8_query_from_argv(trained, trained_home):
+    env = {**__import__("os").environ, "MIXLLM_HOME": str(trained_home),
            "MIXLLM_DEFAULT_ARTIFACTS": str(trained / "shipped")}
     proc = subprocess.run([sys.executable, "-m", "mixllm_cli", "route", b"caf\xe9 \xff", "--catalogue",
                            str(trained / "models.yaml")], capture_output=True, env=env, check=False)

@@ -19,12 +19,8 @@ ADD = ["add-llm", "newbie", "--input-usd-per-mtok", "0.5", "--output-usd-per-mto
 
 
 @pytest.fixture
-def pool_home(tiny, tiny_trained, tmp_path, monkeypatch):
-    home = tmp_path / "pool-home"
-    shutil.copytree(tiny_trained, home)
-    shutil.copy(tiny / "models.yaml", home / "models.yaml")
-    monkeypatch.setenv("MIXLLM_HOME", str(home))
-    return home
+def pool_home(trained_home):
+    return trained_home
 
 
 @pytest.fixture

@@ -1,0 +1,229 @@
+"""The home's SQLite state: decisions, the queue of calls in flight, observed latencies.
+
+WAL mode and a busy timeout let several `mixllm` processes route and report at once; every
+read-decide-write runs in one `BEGIN IMMEDIATE` transaction, so two parallel `route` calls see
+each other's load and never double-book a slot. Migrations are tiny, ordered and idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FeedbackError, MixLLMError
+from .latency import LatencyEstimate, QueueState, update_estimate
+
+STATE_FILE = "state.sqlite3"
+BUSY_TIMEOUT_MS = 30_000
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: decisions, the queue, latency observations and estimates
+    """
+    CREATE TABLE decisions (
+        id TEXT PRIMARY KEY,
+        created_s REAL NOT NULL,
+        llm TEXT NOT NULL,
+        budget TEXT,
+        lambda REAL NOT NULL,
+        query_sha256 TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        predicted_response_tokens REAL NOT NULL,
+        predicted_cost_usd REAL NOT NULL,
+        expected_wait_s REAL NOT NULL
+    );
+    CREATE TABLE jobs (
+        decision_id TEXT PRIMARY KEY REFERENCES decisions(id),
+        llm TEXT NOT NULL,
+        slot INTEGER NOT NULL,
+        start_s REAL NOT NULL,
+        end_s REAL NOT NULL,
+        done_s REAL
+    );
+    CREATE INDEX jobs_open ON jobs(llm, end_s) WHERE done_s IS NULL;
+    CREATE TABLE latency_observations (
+        decision_id TEXT PRIMARY KEY REFERENCES decisions(id),
+        llm TEXT NOT NULL,
+        at_s REAL NOT NULL,
+        latency_ms REAL,
+        ttft_ms REAL,
+        response_tokens REAL
+    );
+    CREATE TABLE latency_estimates (
+        llm TEXT PRIMARY KEY,
+        ttft_ms REAL NOT NULL,
+        output_tokens_per_s REAL NOT NULL,
+        n INTEGER NOT NULL
+    );
+    """,
+)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """One routed query, as the state records it."""
+
+    llm: str
+    budget: str | None
+    lam: float
+    query_sha256: str
+    prompt_tokens: int
+    predicted_response_tokens: float
+    predicted_cost_usd: float
+
+
+def new_decision_id() -> str:
+    return "d" + uuid.uuid4().hex[:15]
+
+
+class StateStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    def for_home(cls, home: Path | str | None = None) -> StateStore:
+        from .store import home_dir
+
+        return cls(home_dir(home) / STATE_FILE)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL keeps it consistent
+                conn.execute("PRAGMA foreign_keys = ON")
+                self._migrate(conn)
+            except sqlite3.DatabaseError as exc:
+                raise MixLLMError(f"{self.path}: cannot open the state database ({exc})") from None
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for i, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {i}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One writer at a time (others wait up to the busy timeout); all or nothing."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # ------------------------------------------------------------------ reads
+
+    def estimates(self, conn: sqlite3.Connection, defaults: dict[str, LatencyEstimate]) -> dict[str, LatencyEstimate]:
+        """Learned estimates where there are observations, else the catalogue's figures."""
+        out = dict(defaults)
+        for llm, ttft, tps, n in conn.execute("SELECT llm, ttft_ms, output_tokens_per_s, n FROM latency_estimates"):
+            if llm in out:
+                out[llm] = LatencyEstimate(ttft, tps, n)
+        return out
+
+    def queue(self, conn: sqlite3.Connection, llm_ids: tuple[str, ...], slots: list[int], now: float) -> QueueState:
+        """The queue as the open calls leave it at `now`."""
+        state = QueueState.empty(llm_ids, slots, now)
+        col = {llm: j for j, llm in enumerate(llm_ids)}
+        rows = conn.execute("SELECT llm, slot, end_s FROM jobs WHERE done_s IS NULL AND end_s > ?", (now,))
+        for llm, slot, end in rows:
+            j = col.get(llm)
+            if j is not None:
+                f = state.free_at[j]
+                s = slot % len(f)  # the catalogue may have changed the slot count since
+                f[s] = max(f[s], end)
+        return state
+
+    # ------------------------------------------------------------------ writes
+
+    def admit(self, conn: sqlite3.Connection, a: Admission, now: float, wait_s: float, slot: int,
+              start_s: float, end_s: float) -> str:
+        decision_id = new_decision_id()
+        conn.execute(
+            "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (decision_id, now, a.llm, a.budget, a.lam, a.query_sha256, a.prompt_tokens,
+             a.predicted_response_tokens, a.predicted_cost_usd, wait_s),
+        )
+        conn.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, NULL)", (decision_id, a.llm, slot, start_s, end_s))
+        return decision_id
+
+    def complete(self, decision_id: str, *, latency_ms: float | None = None, ttft_ms: float | None = None,
+                 response_tokens: float | None = None,
+                 defaults: Callable[[str], LatencyEstimate | None] = lambda llm: None,
+                 now: float | None = None) -> dict[str, object]:
+        """Record that a call finished: free its slot, fold the latency into the LLM's estimate.
+
+        Idempotent: the same decision reported again changes nothing and says so.
+        """
+        now = time.time() if now is None else now
+        with self.transaction() as conn:
+            row = conn.execute("SELECT llm, predicted_response_tokens FROM decisions WHERE id = ?",
+                               (decision_id,)).fetchone()
+            if row is None:
+                raise FeedbackError(f"unknown decision id '{decision_id}'")
+            llm, predicted_tokens = row
+            seen = conn.execute("SELECT 1 FROM latency_observations WHERE decision_id = ?", (decision_id,)).fetchone()
+            if seen:
+                return {"id": decision_id, "llm": llm, "recorded": False, "reason": "already recorded"}
+            conn.execute("UPDATE jobs SET done_s = ? WHERE decision_id = ? AND done_s IS NULL", (now, decision_id))
+            conn.execute("INSERT INTO latency_observations VALUES (?, ?, ?, ?, ?, ?)",
+                         (decision_id, llm, now, latency_ms, ttft_ms, response_tokens))
+            if latency_ms is not None or ttft_ms is not None:
+                cur = conn.execute("SELECT ttft_ms, output_tokens_per_s, n FROM latency_estimates WHERE llm = ?",
+                                   (llm,)).fetchone()
+                est = LatencyEstimate(*cur) if cur else defaults(llm)
+                if est is not None:
+                    tokens = response_tokens if response_tokens is not None else predicted_tokens
+                    new = update_estimate(est, latency_ms, ttft_ms, tokens)
+                    conn.execute("INSERT OR REPLACE INTO latency_estimates VALUES (?, ?, ?, ?)",
+                                 (llm, new.ttft_ms, new.output_tokens_per_s, new.n))
+        return {"id": decision_id, "llm": llm, "recorded": True}
+
+    def latency_percentiles(self, llm: str, last: int = 200) -> tuple[float, float] | None:
+        """p50 and p95 of the last `last` observed latencies of `llm` (ms), if any."""
+        rows = self.conn.execute(
+            "SELECT latency_ms FROM latency_observations WHERE llm = ? AND latency_ms IS NOT NULL "
+            "ORDER BY at_s DESC LIMIT ?", (llm, last)).fetchall()
+        if not rows:
+            return None
+        values = np.array([r[0] for r in rows])
+        return float(np.percentile(values, 50)), float(np.percentile(values, 95))
+
+    def open_calls(self, now: float) -> dict[str, int]:
+        """Calls admitted and not yet finished (running or queued) per LLM."""
+        return dict(self.conn.execute(
+            "SELECT llm, COUNT(*) FROM jobs WHERE done_s IS NULL AND end_s > ? GROUP BY llm", (now,)).fetchall())
+
+    def learned(self) -> dict[str, LatencyEstimate]:
+        return {llm: LatencyEstimate(t, s, n) for llm, t, s, n in
+                self.conn.execute("SELECT llm, ttft_ms, output_tokens_per_s, n FROM latency_estimates")}
