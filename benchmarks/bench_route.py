@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--home", default=None)
     ap.add_argument("--n-jsonl", type=int, default=1000)
     args = ap.parse_args()
+    if not args.home:  # routes record their queue state: keep it out of the user's own home
+        os.environ["MIXLLM_HOME"] = tempfile.mkdtemp(prefix="mixllm-bench-")
     mixllm = [sys.executable, "-m", "mixllm_cli"]
     home = ["--home", args.home] if args.home else []
     results: dict[str, object] = {}
@@ -90,6 +92,36 @@ def main() -> None:
     lat.sort()
     results["warm_route_ms_p50"] = round(lat[len(lat) // 2], 2)
     results["warm_route_ms_p95"] = round(lat[int(len(lat) * 0.95)], 2)
+
+    # The waiting-time model and the SQLite round trip, per routed query (in process).
+    from mixllm_cli.latency import QueueState, service_time_s
+    from mixllm_cli.state import StateStore
+
+    est = list(router.latency_defaults().values())
+    queue = QueueState.empty(router.llm_ids, router.slots, 0.0)
+    t = time.perf_counter()
+    for k in range(2000):
+        queue.waits(k * 0.1)
+        queue.admit(k % len(est), k * 0.1, float(service_time_s(est[k % len(est)], 50.0)))
+    results["latency_model_us_per_query"] = round((time.perf_counter() - t) / 2000 * 1e6, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = StateStore(Path(tmp) / "state.sqlite3")
+        name, lam = router.resolve_budget("low", None)
+        with_state, without = [], []
+        for q in short_queries(200):
+            preds = router.predict([q])
+            t = time.perf_counter()
+            router.decisions(preds, name, lam, queries=[q], state=store)
+            with_state.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            router.decisions(preds, name, lam, queries=[q])
+            without.append((time.perf_counter() - t) * 1000)
+        results["decide_ms_p50_with_state"] = round(statistics.median(with_state), 3)
+        results["decide_ms_p50_without_state"] = round(statistics.median(without), 3)
+        results["state_round_trip_ms_p50"] = round(statistics.median(with_state) - statistics.median(without), 3)
+        store.close()
+    cold_dry = [timed([*mixllm, "route", query, "--budget", "low", "--json", "--no-queue", *home]) for _ in range(5)]
+    results["cold_route_no_queue_s_median"] = round(statistics.median(c[0] for c in cold_dry), 3)
 
     queries = short_queries(args.n_jsonl)
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:

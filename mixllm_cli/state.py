@@ -8,6 +8,7 @@ each other's load and never double-book a slot. Migrations are tiny, ordered and
 from __future__ import annotations
 
 import contextlib
+import random
 import sqlite3
 import time
 import uuid
@@ -22,6 +23,7 @@ from .latency import LatencyEstimate, QueueState, update_estimate
 
 STATE_FILE = "state.sqlite3"
 BUSY_TIMEOUT_MS = 30_000
+POLL_TIMEOUT_MS = 5
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: decisions, the queue, latency observations and estimates
@@ -99,11 +101,15 @@ class StateStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+                # Migrations and checkpoints wait in SQLite's handler; writers wait in `transaction`.
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL keeps it consistent
                 conn.execute("PRAGMA foreign_keys = ON")
                 self._migrate(conn)
+                # From here on writers wait in `transaction`'s fair polling loop, not in SQLite's
+                # handler; a short timeout still covers a checkpoint racing a statement.
+                conn.execute(f"PRAGMA busy_timeout = {POLL_TIMEOUT_MS}")
             except sqlite3.DatabaseError as exc:
                 raise MixLLMError(f"{self.path}: cannot open the state database ({exc})") from None
             self._conn = conn
@@ -131,9 +137,24 @@ class StateStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One writer at a time (others wait up to the busy timeout); all or nothing."""
+        """One writer at a time (others wait up to the busy timeout); all or nothing.
+
+        Waiting for the write lock polls every 0.5–3 ms (jittered) instead of SQLite's own
+        backoff, whose sleeps grow to 100 ms and let busy neighbours starve a process for seconds.
+        """
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise MixLLMError(f"{self.path}: the state database stayed locked for "
+                                      f"{BUSY_TIMEOUT_MS // 1000} s; is another process stuck?") from None
+                time.sleep(random.uniform(0.0005, 0.003))
         try:
             yield conn
         except BaseException:
