@@ -195,3 +195,20 @@ def test_stream_evaluation_penalty_and_lateness(tiny, tiny_trained, cli, monkeyp
     assert late_on < late_off / 2 and q_on > q_off
     code, _, err = cli("evaluate", tiny / "train.jsonl", "--rate", "fast")
     assert code == 2 and err == "Error: --rate: must be a positive rate like 10/s (got 'fast')\n"
+
+
+def test_stream_from_arrival_times_in_the_data(tiny, trained_home, cli, tmp_path):
+    """A burst (every query at t = 0) is replayed from arrival_s without --rate."""
+    src = tmp_path / "burst.jsonl"
+    lines = (tiny / "train.jsonl").read_text().splitlines()[:40]
+    src.write_text("".join(json.dumps({**json.loads(x), "arrival_s": 0.0}) + "\n" for x in lines))
+    code, out, err = cli("evaluate", src, "--json", "--max-wait-s", "3")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["rate_per_s"] is None
+    always_big = next(r for r in report["results"] if r["policy"] == "always big")
+    assert always_big["late"] > 0  # 40 calls at once on 4 slots of ~10 s each
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**json.loads(lines[0]), "arrival_s": -1}) + "\n")
+    code, _, err = cli("evaluate", bad)
+    assert code == 1 and err == f"Error: {bad}:1: arrival_s: must be a number of seconds >= 0 (got -1)\n"
