@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from .errors import MixLLMError, UsageError
+from .errors import FeedbackError, MixLLMError, UsageError
 
 app = typer.Typer(
     name="mixllm",
@@ -120,6 +120,9 @@ def route_cmd(
     no_queue: Annotated[
         bool, typer.Option("--no-queue", help="Dry run: ignore the queue state and record nothing (every wait 0).")
     ] = False,
+    log_queries: Annotated[
+        bool, typer.Option("--log-queries", help="Keep the raw query text in the decision log (default: a hash).")
+    ] = False,
     home: HomeOpt = None,
     catalogue: CatalogueOpt = None,
 ) -> None:
@@ -142,11 +145,13 @@ def route_cmd(
     if jsonl is not None:
         from .routing_stream import route_jsonl
 
-        route_jsonl(router, jsonl, budget, lam, strict=strict, batch_size=batch_size, state=state, policy=policy)
+        route_jsonl(router, jsonl, budget, lam, strict=strict, batch_size=batch_size, state=state, policy=policy,
+                    log_queries=log_queries)
         return
     name, value = router.resolve_budget(budget, lam)
     text = check_query(query)
-    decision = router.decisions(router.predict([text]), name, value, queries=[text], state=state, policy=policy)[0]
+    decision = router.decisions(router.predict([text]), name, value, queries=[text], state=state, policy=policy,
+                                log_queries=log_queries)[0]
     if as_json:
         output.json_line(decision.to_dict())
         return
@@ -293,37 +298,104 @@ def _tolerance(max_wait_s: float | None) -> float:
 
 @app.command("feedback")
 def feedback_cmd(
-    decision_id: Annotated[str, typer.Argument(metavar="DECISION_ID", help="The decision_id that route printed.")],
-    latency_ms: Annotated[
-        float | None, typer.Option("--latency-ms", min=0.0, help="Observed end-to-end latency of the call.")
+    decision_id: Annotated[
+        str | None, typer.Argument(metavar="[DECISION_ID]", help="The decision_id that route printed.")
     ] = None,
-    ttft_ms: Annotated[float | None, typer.Option("--ttft-ms", min=0.0, help="Observed time to first token.")] = None,
-    response_tokens: Annotated[
-        int | None, typer.Option("--response-tokens", min=0, help="Tokens the LLM actually produced.")
+    quality: Annotated[
+        float | None, typer.Option("--quality", help="Refined: the observed quality of the answer, 0..1.")
     ] = None,
+    good: Annotated[bool | None, typer.Option("--good/--bad", help="Binary: thumbs up or down.")] = None,
+    response_tokens: Annotated[int | None, typer.Option("--response-tokens", help="Tokens the LLM produced.")] = None,
+    latency_ms: Annotated[float | None, typer.Option("--latency-ms", help="Observed end-to-end latency.")] = None,
+    ttft_ms: Annotated[float | None, typer.Option("--ttft-ms", help="Observed time to first token.")] = None,
+    cost_usd: Annotated[float | None, typer.Option("--cost-usd", help="Observed cost of the call.")] = None,
+    jsonl: Annotated[
+        str | None, typer.Option("--jsonl", help="A batch: JSONL of {\"id\", \"quality\"|\"good\", ...} ('-' = stdin).")
+    ] = None,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Recompute the learned state by replaying the whole feedback log.")
+    ] = False,
     home: HomeOpt = None,
     catalogue: CatalogueOpt = None,
 ) -> None:
-    """Report that a routed call finished: frees its queue slot and teaches the latency model.
+    """Tell mixllm how a routed call went; it learns from it (only the chosen LLM's outcome).
 
-    Sending the same report twice counts once.
+    Refined: --quality (and --response-tokens, --latency-ms, --cost-usd); binary: --good / --bad;
+    latency alone frees the call's queue slot and teaches the latency model. The same feedback sent
+    twice counts once. One JSON result per event on stdout.
 
-    Example: mixllm feedback d3f9a0c1b2e4d5f6 --latency-ms 2300 --response-tokens 180
+    Example: mixllm feedback d3f9a0c1b2e4d5f6 --quality 0.8 --response-tokens 180 --latency-ms 2300
     """
     from . import output
-    from .catalogue import load_catalogue
-    from .latency import LatencyEstimate
-    from .pool import load_pool_catalogue
+    from .feedback import parse_feedback, record_feedback
+    from .router import Router
+    from .state import StateStore
+    from .store import home_dir
+
+    router = Router.load(home, catalogue)
+    store = StateStore.for_home(home)
+    if rebuild:
+        if decision_id or jsonl:
+            raise UsageError("--rebuild: give no DECISION_ID and no --jsonl")
+        from .online import catch_up
+
+        output.json_line(catch_up(home_dir(home), router.artifacts, store, rebuild=True))
+        return
+    if (decision_id is None) == (jsonl is None):
+        raise UsageError("give either a DECISION_ID or --jsonl FILE, not both and not neither")
+    if jsonl is None:
+        obj = {"id": decision_id, "quality": quality, "good": good, "response_tokens": response_tokens,
+               "latency_ms": latency_ms, "ttft_ms": ttft_ms, "cost_usd": cost_usd}
+        fb = parse_feedback({k: v for k, v in obj.items() if v is not None}, "feedback")
+        (result,) = record_feedback(router, store, [("feedback", fb)], home_dir(home))
+        if result["status"] == "error":
+            raise FeedbackError(result["error"].removeprefix("feedback: "))
+        result.pop("where")
+        output.json_line(result)
+        return
+    from .dataset import iter_jsonl
+    from .routing_stream import _open
+
+    stream, name, close = _open(jsonl)
+    items = []
+    try:
+        for lineno, obj in iter_jsonl(stream, name):
+            where = f"{name}:{lineno}"
+            try:
+                items.append((where, obj if isinstance(obj, MixLLMError) else parse_feedback(obj, where)))
+            except MixLLMError as exc:
+                items.append((where, exc))
+    finally:
+        if close:
+            stream.close()
+    results = record_feedback(router, store, items, home_dir(home))
+    for r in results:
+        output.json_line({"line": int(r.pop("where").rsplit(":", 1)[1]), **r})
+    bad = sum(r["status"] == "error" for r in results)
+    if bad:
+        raise FeedbackError(f"{name}: {bad} line(s) not recorded; see the error objects in the output")
+
+
+@app.command("stats")
+def stats_cmd(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
+    """Decisions, feedback counts and online updates per LLM, from the home's state.
+
+    Example: mixllm stats --json
+    """
+    from . import output
     from .state import StateStore
 
-    if latency_ms is None and ttft_ms is None and response_tokens is None:
-        raise UsageError("give at least one of --latency-ms, --ttft-ms, --response-tokens")
     store = StateStore.for_home(home)
-    cat = load_catalogue(catalogue) if catalogue else load_pool_catalogue(home)
-    defaults = {m.id: LatencyEstimate(m.ttft_ms, m.output_tokens_per_s) for m in cat}
-    result = store.complete(decision_id, latency_ms=latency_ms, ttft_ms=ttft_ms, response_tokens=response_tokens,
-                            defaults=defaults.get)
-    output.json_line(result)
+    report = store.stats() if store.path.is_file() else {"decisions": 0, "feedback": 0, "per_llm": {}}
+    from .router import Router
+
+    try:
+        online = Router.load(home).online
+    except MixLLMError:
+        online = None
+    report["online"] = None if online is None else {
+        "applied_through_seq": online.last_seq, "updates_per_llm": online.counts, "kappa": round(online.kappa, 4)}
+    output.json_line(report) if as_json else output.stats_table(report)
 
 
 class _progress:

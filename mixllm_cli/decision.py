@@ -69,8 +69,12 @@ def score(
     wait_s: np.ndarray,
     lam: float,
     weights: Weights = Weights(),
+    bonus: np.ndarray | float = 0.0,
 ) -> Scores:
-    """Score every (query, LLM) pair. Inputs broadcast to (n_queries, n_llms)."""
+    """Score every (query, LLM) pair. Inputs broadcast to (n_queries, n_llms).
+
+    `bonus` is the dynamic-feedback term κ·s_df learned from binary feedback (0 without it).
+    """
     lam = check_lambda(lam)
     q = np.asarray(quality, dtype=np.float64)
     c = np.asarray(cost_norm, dtype=np.float64)
@@ -78,7 +82,7 @@ def score(
     unc = weights.alpha * np.asarray(uncertainty, dtype=np.float64)
     pen = weights.beta * waiting_penalty(wait_s, weights)
     trade, unc, pen = np.broadcast_arrays(trade, unc, pen)
-    return Scores(trade=trade, uncertainty=unc, penalty=pen, total=trade + unc - pen)
+    return Scores(trade=trade, uncertainty=unc, penalty=pen, total=trade + unc - pen + bonus)
 
 
 def choose(total: np.ndarray, cost_norm: np.ndarray) -> np.ndarray:
@@ -99,8 +103,9 @@ def route_indices(
     lam: float,
     weights: Weights = Weights(),
     available: np.ndarray | None = None,
+    bonus: np.ndarray | float = 0.0,
 ) -> tuple[np.ndarray, Scores]:
     """Score and choose; `available` (bool, broadcastable) masks candidates out of this query."""
-    s = score(quality, cost_norm, uncertainty, wait_s, lam, weights)
+    s = score(quality, cost_norm, uncertainty, wait_s, lam, weights, bonus)
     total = s.total if available is None else np.where(available, s.total, -np.inf)
     return choose(total, cost_norm), s

@@ -105,3 +105,18 @@ def llms_table(rows: list[dict[str, Any]]) -> None:
                       f"{r['output_tokens_per_s']:g}", str(r["slots"]), status, str(r["outcomes"]), heads, learned,
                       pct_text, str(r["calls_in_flight"]))
     _console().print(table)
+
+
+def stats_table(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold",
+                  title=f"{report['decisions']} decisions, {report['feedback']} feedback events")
+    for col in ("LLM", "decisions", "refined feedback", "binary feedback", "online updates"):
+        table.add_column(col, justify="left" if col == "LLM" else "right")
+    online = (report.get("online") or {}).get("updates_per_llm", {})
+    for llm, row in sorted(report["per_llm"].items()):
+        upd = online.get(llm, {})
+        table.add_row(llm, str(row.get("decisions", 0)), str(row.get("refined_feedback", 0)),
+                      str(row.get("binary_feedback", 0)), str(sum(upd.values())) if upd else "0")
+    _console().print(table)

@@ -7,6 +7,7 @@ without re-encoding.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -63,6 +64,9 @@ class Predictions:
     uncertainty: np.ndarray
     wait_s: np.ndarray
     available: np.ndarray  # bool: False where a cold LLM is not offered this query
+    bonus: np.ndarray | float = 0.0  # κ·s_df from binary feedback (online), else 0
+    embeddings: np.ndarray | None = None  # kept for the decision log (online learning)
+    token_ids: list[np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ class Router:
         self._price_in = np.array([m.input_usd_per_mtok for m in llms]) / 1e6
         self._price_out = np.array([m.output_usd_per_mtok for m in llms]) / 1e6
         self._encoder = None
+        self.online = None  # an OnlineModel once feedback has taught something (see `online`)
 
     @classmethod
     def load(cls, home: Path | str | None = None, catalogue_path: Path | str | None = None) -> Router:
@@ -153,7 +158,24 @@ class Router:
             cat_path = user_cat if user_cat.is_file() else shipped_catalogue_path()
         catalogue = load_catalogue(cat_path)
         artifacts = load_artifact_set(active_artifacts_dir(home), list(catalogue.ids))
-        return cls(artifacts, catalogue)
+        router = cls(artifacts, catalogue)
+        from .online import load_snapshot
+
+        snapshot = load_snapshot(home_dir(home), artifacts)
+        if snapshot is not None:
+            router.use_online(snapshot)
+        return router
+
+    def use_online(self, model: Any) -> None:
+        """Serve the heads and A⁻¹ as feedback left them, plus the dynamic-feedback bonus."""
+        from dataclasses import replace as dc_replace
+
+        heads = dict(self.artifacts.heads)
+        for llm, h in heads.items():
+            heads[llm] = model.overlay(llm, h)
+        self.artifacts = dc_replace(self.artifacts, heads=heads)
+        model.bind(self.llm_ids)
+        self.online = model
 
     @property
     def encoder(self):
@@ -219,6 +241,9 @@ class Router:
             # The latency model (a later issue) fills this in; no wait yet.
             wait_s=np.zeros_like(cost),
             available=np.stack(cols_ok, axis=1),
+            bonus=self.online.bonus(e) if self.online is not None else 0.0,
+            embeddings=e,
+            token_ids=token_ids,
         )
 
     def predict(self, queries: Sequence[str]) -> Predictions:
@@ -228,7 +253,8 @@ class Router:
 
     def decide(self, preds: Predictions, lam: float) -> tuple[np.ndarray, decision.Scores]:
         return decision.route_indices(
-            preds.quality, preds.cost_norm, preds.uncertainty, preds.wait_s, lam, self.weights, preds.available
+            preds.quality, preds.cost_norm, preds.uncertainty, preds.wait_s, lam, self.weights, preds.available,
+            preds.bonus,
         )
 
     def route(
@@ -264,6 +290,7 @@ class Router:
         queries: Sequence[str] | None = None,
         state: Any = None,
         policy: WaitPolicy | None = None,
+        log_queries: bool = False,
     ) -> list[Decision]:
         """Decide every query (`budget` and `lam` may be per query).
 
@@ -303,6 +330,12 @@ class Router:
                     prompt_tokens=int(preds.prompt_tokens[i]),
                     predicted_response_tokens=float(preds.response_tokens[i, j]),
                     predicted_cost_usd=float(preds.cost_usd[i, j]),
+                    embedding=None if preds.embeddings is None else
+                    np.asarray(preds.embeddings[i], dtype=np.float32).tobytes(),
+                    token_ids=None if preds.token_ids is None else
+                    np.asarray(preds.token_ids[i], dtype=np.int32).tobytes(),
+                    candidates=json.dumps([c.to_dict() for c in d.candidates], separators=(",", ":")),
+                    query_text=queries[i] if log_queries else None,
                 )
                 decision_id = state.admit(conn, admission, now, float(waits[j]), slot, start, end)
                 out.append(replace(d, decision_id=decision_id))
@@ -316,8 +349,9 @@ class Router:
         if policy.strict:
             avail &= within_tolerance(np.where(avail, waits, np.inf), policy.tolerance_s)
         row = slice(i, i + 1)
+        bonus = preds.bonus[row] if isinstance(preds.bonus, np.ndarray) else preds.bonus
         choice, s = decision.route_indices(preds.quality[row], preds.cost_norm[row], preds.uncertainty[row],
-                                           np.asarray(waits)[None, :], lam, weights, avail[None, :])
+                                           np.asarray(waits)[None, :], lam, weights, avail[None, :], bonus)
         j = int(choice[0])
         return self._decision(preds, s, i, j, waits, avail, qid, None, budget, lam, row0=True), j
 

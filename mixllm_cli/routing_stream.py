@@ -50,7 +50,8 @@ def _parse_line(router: Router, obj: Any, where: str, default: tuple[str | None,
 
 
 def route_jsonl(router: Router, source: str, budget: str | None, lam: float | None, *, strict: bool = False,
-                batch_size: int = 64, out: TextIO | None = None, state: Any = None, policy: Any = None) -> int:
+                batch_size: int = 64, out: TextIO | None = None, state: Any = None, policy: Any = None,
+                log_queries: bool = False) -> int:
     """Route every line of `source`; return the number of bad lines (raise on the first if strict).
 
     With a state store, each batch is admitted to the queue in one transaction, in line order.
@@ -66,10 +67,10 @@ def route_jsonl(router: Router, source: str, budget: str | None, lam: float | No
         for lineno, item in iter_jsonl(stream, name):
             batch.append((lineno, item))
             if len(batch) >= batch_size:
-                bad += _flush(router, batch, name, default, strict, out, state, policy)
+                bad += _flush(router, batch, name, default, strict, out, state, policy, log_queries)
                 batch = []
         if batch:
-            bad += _flush(router, batch, name, default, strict, out, state, policy)
+            bad += _flush(router, batch, name, default, strict, out, state, policy, log_queries)
     finally:
         if close:
             stream.close()
@@ -79,7 +80,7 @@ def route_jsonl(router: Router, source: str, budget: str | None, lam: float | No
 
 
 def _flush(router: Router, batch: list[tuple[int, Any]], name: str, default: tuple[str | None, float],
-           strict: bool, out: TextIO, state: Any = None, policy: Any = None) -> int:
+           strict: bool, out: TextIO, state: Any = None, policy: Any = None, log_queries: bool = False) -> int:
     parsed: list[Any] = []
     for lineno, item in batch:
         where = f"{name}:{lineno}"
@@ -97,7 +98,8 @@ def _flush(router: Router, batch: list[tuple[int, Any]], name: str, default: tup
     if good:
         preds = router.predict([p[1] for p in good])
         decisions = iter(router.decisions(preds, [p[2] for p in good], [p[3] for p in good], [p[0] for p in good],
-                                          queries=[p[1] for p in good], state=state, policy=policy))
+                                          queries=[p[1] for p in good], state=state, policy=policy,
+                                          log_queries=log_queries))
     bad = 0
     for (lineno, _), p in zip(batch, parsed):
         if isinstance(p, dict):

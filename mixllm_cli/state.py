@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,6 +65,27 @@ MIGRATIONS: tuple[str, ...] = (
         n INTEGER NOT NULL
     );
     """,
+    # 2: the decision log keeps what online learning needs; feedback is a log of its own
+    """
+    ALTER TABLE decisions ADD COLUMN embedding BLOB;
+    ALTER TABLE decisions ADD COLUMN token_ids BLOB;
+    ALTER TABLE decisions ADD COLUMN candidates TEXT;
+    ALTER TABLE decisions ADD COLUMN query_text TEXT;
+    CREATE TABLE feedback (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        decision_id TEXT NOT NULL REFERENCES decisions(id),
+        llm TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('refined', 'binary')),
+        quality REAL,
+        good INTEGER,
+        response_tokens INTEGER,
+        latency_ms REAL,
+        cost_usd REAL,
+        content_sha256 TEXT NOT NULL,
+        at_s REAL NOT NULL,
+        UNIQUE (decision_id, content_sha256)
+    );
+    """,
 )
 
 
@@ -78,6 +100,10 @@ class Admission:
     prompt_tokens: int
     predicted_response_tokens: float
     predicted_cost_usd: float
+    embedding: bytes | None = None  # float32, for online learning
+    token_ids: bytes | None = None  # int32, the lexical features' source
+    candidates: str | None = None  # JSON: every candidate's predictions and score
+    query_text: str | None = None  # only with --log-queries
 
 
 def new_decision_id() -> str:
@@ -191,9 +217,12 @@ class StateStore:
               start_s: float, end_s: float) -> str:
         decision_id = new_decision_id()
         conn.execute(
-            "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO decisions (id, created_s, llm, budget, lambda, query_sha256, prompt_tokens, "
+            "predicted_response_tokens, predicted_cost_usd, expected_wait_s, embedding, token_ids, candidates, "
+            "query_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (decision_id, now, a.llm, a.budget, a.lam, a.query_sha256, a.prompt_tokens,
-             a.predicted_response_tokens, a.predicted_cost_usd, wait_s),
+             a.predicted_response_tokens, a.predicted_cost_usd, wait_s, a.embedding, a.token_ids, a.candidates,
+             a.query_text),
         )
         conn.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, NULL)", (decision_id, a.llm, slot, start_s, end_s))
         return decision_id
@@ -206,29 +235,78 @@ class StateStore:
 
         Idempotent: the same decision reported again changes nothing and says so.
         """
-        now = time.time() if now is None else now
         with self.transaction() as conn:
-            row = conn.execute("SELECT llm, predicted_response_tokens FROM decisions WHERE id = ?",
-                               (decision_id,)).fetchone()
-            if row is None:
-                raise FeedbackError(f"unknown decision id '{decision_id}'")
-            llm, predicted_tokens = row
-            seen = conn.execute("SELECT 1 FROM latency_observations WHERE decision_id = ?", (decision_id,)).fetchone()
-            if seen:
-                return {"id": decision_id, "llm": llm, "recorded": False, "reason": "already recorded"}
-            conn.execute("UPDATE jobs SET done_s = ? WHERE decision_id = ? AND done_s IS NULL", (now, decision_id))
-            conn.execute("INSERT INTO latency_observations VALUES (?, ?, ?, ?, ?, ?)",
-                         (decision_id, llm, now, latency_ms, ttft_ms, response_tokens))
-            if latency_ms is not None or ttft_ms is not None:
-                cur = conn.execute("SELECT ttft_ms, output_tokens_per_s, n FROM latency_estimates WHERE llm = ?",
-                                   (llm,)).fetchone()
-                est = LatencyEstimate(*cur) if cur else defaults(llm)
-                if est is not None:
-                    tokens = response_tokens if response_tokens is not None else predicted_tokens
-                    new = update_estimate(est, latency_ms, ttft_ms, tokens)
-                    conn.execute("INSERT OR REPLACE INTO latency_estimates VALUES (?, ?, ?, ?)",
-                                 (llm, new.ttft_ms, new.output_tokens_per_s, new.n))
-        return {"id": decision_id, "llm": llm, "recorded": True}
+            llm = self.decision_llm(conn, decision_id)
+            recorded = self.complete_in(conn, decision_id, latency_ms=latency_ms, ttft_ms=ttft_ms,
+                                        response_tokens=response_tokens, defaults=defaults, now=now)
+        out: dict[str, object] = {"id": decision_id, "llm": llm, "recorded": recorded}
+        if not recorded:
+            out["reason"] = "already recorded"
+        return out
+
+    @staticmethod
+    def decision_llm(conn: sqlite3.Connection, decision_id: str) -> str:
+        row = conn.execute("SELECT llm FROM decisions WHERE id = ?", (decision_id,)).fetchone()
+        if row is None:
+            raise FeedbackError(f"unknown decision id '{decision_id}'")
+        return row[0]
+
+    def complete_in(self, conn: sqlite3.Connection, decision_id: str, *, latency_ms: float | None,
+                    ttft_ms: float | None, response_tokens: float | None,
+                    defaults: Callable[[str], LatencyEstimate | None], now: float | None = None) -> bool:
+        """`complete` inside the caller's transaction; False if this call was already reported."""
+        now = time.time() if now is None else now
+        llm, predicted_tokens = conn.execute("SELECT llm, predicted_response_tokens FROM decisions WHERE id = ?",
+                                             (decision_id,)).fetchone()
+        if conn.execute("SELECT 1 FROM latency_observations WHERE decision_id = ?", (decision_id,)).fetchone():
+            return False
+        conn.execute("UPDATE jobs SET done_s = ? WHERE decision_id = ? AND done_s IS NULL", (now, decision_id))
+        conn.execute("INSERT INTO latency_observations VALUES (?, ?, ?, ?, ?, ?)",
+                     (decision_id, llm, now, latency_ms, ttft_ms, response_tokens))
+        if latency_ms is not None or ttft_ms is not None:
+            cur = conn.execute("SELECT ttft_ms, output_tokens_per_s, n FROM latency_estimates WHERE llm = ?",
+                               (llm,)).fetchone()
+            est = LatencyEstimate(*cur) if cur else defaults(llm)
+            if est is not None:
+                tokens = response_tokens if response_tokens is not None else predicted_tokens
+                new = update_estimate(est, latency_ms, ttft_ms, tokens)
+                conn.execute("INSERT OR REPLACE INTO latency_estimates VALUES (?, ?, ?, ?)",
+                             (llm, new.ttft_ms, new.output_tokens_per_s, new.n))
+        return True
+
+    def add_feedback(self, conn: sqlite3.Connection, decision_id: str, llm: str, kind: str, values: dict[str, Any],
+                     content_sha256: str, now: float) -> bool:
+        """Append one feedback event to the log; False if the same content was logged before."""
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO feedback (decision_id, llm, kind, quality, good, response_tokens, latency_ms, "
+            "cost_usd, content_sha256, at_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (decision_id, llm, kind, values.get("quality"), values.get("good"), values.get("response_tokens"),
+             values.get("latency_ms"), values.get("cost_usd"), content_sha256, now))
+        return cur.rowcount == 1
+
+    def feedback_since(self, seq: int) -> list[dict[str, Any]]:
+        """Logged feedback after `seq`, in log order, joined with what its decision recorded."""
+        rows = self.conn.execute(
+            "SELECT f.seq, f.decision_id, f.llm, f.kind, f.quality, f.good, f.response_tokens, d.embedding, "
+            "d.token_ids FROM feedback f JOIN decisions d ON d.id = f.decision_id WHERE f.seq > ? ORDER BY f.seq",
+            (seq,)).fetchall()
+        keys = ("seq", "decision_id", "llm", "kind", "quality", "good", "response_tokens", "embedding", "token_ids")
+        return [dict(zip(keys, r)) for r in rows if r[7] is not None]
+
+    def stats(self) -> dict[str, Any]:
+        c = self.conn
+        per_llm: dict[str, dict[str, int]] = {}
+        for llm, n in c.execute("SELECT llm, COUNT(*) FROM decisions GROUP BY llm"):
+            per_llm.setdefault(llm, {})["decisions"] = n
+        for llm, kind, n in c.execute("SELECT llm, kind, COUNT(*) FROM feedback GROUP BY llm, kind"):
+            per_llm.setdefault(llm, {})[f"{kind}_feedback"] = n
+        return {
+            "decisions": c.execute("SELECT COUNT(*) FROM decisions").fetchone()[0],
+            "feedback": c.execute("SELECT COUNT(*) FROM feedback").fetchone()[0],
+            "latency_reports": c.execute("SELECT COUNT(*) FROM latency_observations").fetchone()[0],
+            "last_feedback_seq": c.execute("SELECT COALESCE(MAX(seq), 0) FROM feedback").fetchone()[0],
+            "per_llm": per_llm,
+        }
 
     def latency_percentiles(self, llm: str, last: int = 200) -> tuple[float, float] | None:
         """p50 and p95 of the last `last` observed latencies of `llm` (ms), if any."""

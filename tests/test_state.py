@@ -53,11 +53,11 @@ def test_feedback_frees_the_slot_and_teaches_the_latency_model(home, cli):
     ds = [route(cli) for _ in range(4)]
     assert wait_of(route(cli, "--no-queue"), "big") == 0.0  # a dry run never queues
     code, out, _ = cli("feedback", ds[0]["decision_id"], "--latency-ms", "1500", "--response-tokens", "100")
-    assert code == 0 and json.loads(out)["recorded"] is True
+    assert code == 0 and json.loads(out)["status"] == "recorded"
     # one of four slots is free again: the next call does not wait
     assert wait_of(route(cli), "big") == 0.0
     again = json.loads(cli("feedback", ds[0]["decision_id"], "--latency-ms", "1500", "--response-tokens", "100")[1])
-    assert again == {"id": ds[0]["decision_id"], "llm": "big", "recorded": False, "reason": "already recorded"}
+    assert again == {"id": ds[0]["decision_id"], "llm": "big", "kind": "refined", "status": "duplicate"}
     _, out, _ = cli("llms", "--json")
     big = next(r for r in json.loads(out) if r["id"] == "big")
     # 100 tokens in 1.0 s after the catalogue's 500 ms TTFT: 100 tok/s observed, EWM 0.2 from 20
@@ -70,9 +70,9 @@ def test_feedback_errors(home, cli):
     code, _, err = cli("feedback", "dnope", "--latency-ms", "10")
     assert (code, err) == (1, "Error: unknown decision id 'dnope'\n")
     code, _, err = cli("feedback", "dnope")
-    assert code == 2 and "give at least one of" in err
+    assert code == 1 and "nothing to record" in err
     code, _, err = cli("feedback", "dnope", "--latency-ms", "-5")
-    assert code == 2
+    assert (code, err) == (1, "Error: feedback: latency_ms: must be >= 0 (got -5.0)\n")
 
 
 def test_strict_wait_never_picks_a_late_llm_when_another_meets_tau(home, cli):
