@@ -132,8 +132,9 @@ class OnlineModel:
 
     # ---------------------------------------------------------------- learning
 
-    def apply(self, event: dict[str, Any], artifacts: Any) -> None:
-        """Fold one feedback event (joined with its decision) into the model."""
+    def apply(self, event: dict[str, Any], artifacts: Any, x: np.ndarray | None = None) -> None:
+        """Fold one feedback event (joined with its decision) into the model; `x` are its head
+        features when the caller built them in a batch."""
         from .features import build_features
 
         llm = event["llm"]
@@ -146,8 +147,10 @@ class OnlineModel:
             ae = a @ e
             self.a_inv[llm] = a - np.outer(ae, ae) / (1.0 + e @ ae)
         if event["kind"] == "refined" and base is not None:
-            ids = np.frombuffer(event["token_ids"], dtype=np.int32)
-            x = build_features(e[None, :].astype(np.float32), [ids], artifacts.features)[0].astype(np.float64)
+            if x is None:
+                ids = np.frombuffer(event["token_ids"], dtype=np.int32)
+                x = build_features(e[None, :].astype(np.float32), [ids], artifacts.features)[0]
+            x = np.asarray(x, dtype=np.float64)
             if event.get("quality") is not None:
                 self._sgd(llm, "quality", base.quality, x, float(event["quality"]))
             if event.get("response_tokens") is not None:
@@ -245,9 +248,18 @@ def catch_up(home: Path, artifacts: Any, store: Any, rebuild: bool = False) -> d
     model = None if rebuild else load_snapshot(home, artifacts)
     if model is None:
         model = OnlineModel(base=base_identity(artifacts))
+    from .features import build_features
+
     events = store.feedback_since(model.last_seq)
-    for ev in events:
-        model.apply(ev, artifacts)
+    xs: list[np.ndarray | None] = [None] * len(events)
+    refined = [k for k, ev in enumerate(events) if ev["kind"] == "refined"]
+    if refined:  # build every refined event's features in one vectorised call
+        emb = np.stack([np.frombuffer(events[k]["embedding"], dtype=np.float32) for k in refined])
+        ids = [np.frombuffer(events[k]["token_ids"], dtype=np.int32) for k in refined]
+        for k, x in zip(refined, build_features(emb, ids, artifacts.features)):
+            xs[k] = x
+    for ev, x in zip(events, xs):
+        model.apply(ev, artifacts, x)
         model.last_seq = ev["seq"]
     if events or rebuild:
         save_snapshot(home, model)
