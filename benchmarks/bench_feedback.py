@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_route import short_queries  # noqa: E402
+from bench_route import short_queries
 
 
 def main() -> None:

@@ -35,16 +35,23 @@ from mixllm_cli.state import StateStore
 from mixllm_cli.training import outcome_table, train_offline
 
 
-def test_quality(router, enc, table, preset):
+def test_quality(router, enc, table, preset, cap=0.25):
+    """Mean quality, % of GPT-4's quality and cost at the preset, and the frontier point: the best
+    % of GPT-4's quality over a λ grid within `cap` of its cost (the same grid for every arm)."""
     preds = router.predict_encoded(enc.embeddings, enc.token_ids, enc.n_tokens)
-    idx, _ = router.decide(preds, router.preset(preset).lam)
     cols = [table.llm_ids.index(i) for i in router.llm_ids]
     q = np.nan_to_num(table.quality[:, cols])
     c = table.cost_usd[:, cols]
-    rows = np.arange(len(idx))
     g = router.llm_ids.index("gpt-4-1106-preview")
-    return (float(q[rows, idx].mean()), 100 * float(q[rows, idx].sum() / q[:, g].sum()),
-            100 * float(c[rows, idx].sum() / c[:, g].sum()))
+    rows = np.arange(len(q))
+
+    def at(lam):
+        idx, _ = router.decide(preds, lam)
+        return (float(q[rows, idx].mean()), 100 * float(q[rows, idx].sum() / q[:, g].sum()),
+                100 * float(c[rows, idx].sum() / c[:, g].sum()))
+
+    frontier = max((r[1] for r in map(at, np.logspace(-1, 2, 61)) if r[2] <= 100 * cap), default=0.0)
+    return (*at(router.preset(preset).lam), frontier)
 
 
 def online_phase(home, records, table, enc, mode, preset, batch=64):
@@ -91,8 +98,9 @@ def main() -> None:
     title = (f"Test quality at the `{args.preset}` preset (mean quality ×100; in brackets % of always-GPT-4's "
              "quality / cost).")
     lines = [title, "",
-             "| offline:online | no online training | refined feedback | binary feedback | refined Δ | binary Δ |",
-             "|---|---|---|---|---|---|"]
+             ("| offline:online | no online training | refined feedback | binary feedback | refined Δ | binary Δ "
+             "| ≤25% cost frontier: none / refined / binary |"),
+             "|---|---|---|---|---|---|---|"]
     rates = []
     for ratio in (0.8, 0.5, 0.3):
         cut = round(ratio * len(train))
@@ -119,7 +127,8 @@ def main() -> None:
         d_ref = 100 * (res["refined"][0] / base[0] - 1)
         d_bin = 100 * (res["binary"][0] / base[0] - 1)
         lines.append(f"| {int(ratio * 100)}:{round((1 - ratio) * 100)} | {cell(base)} | {cell(res['refined'])} | "
-                     f"{cell(res['binary'])} | {d_ref:+.2f}% | {d_bin:+.2f}% |")
+                     f"{cell(res['binary'])} | {d_ref:+.2f}% | {d_bin:+.2f}% | "
+                     f"{base[3]:.2f} / {res['refined'][3]:.2f} / {res['binary'][3]:.2f} |")
         print(lines[-1], flush=True)
     rate_line = (f"feedback throughput (record + online update, micro-batches of ≤64 events): "
                  f"{min(rates):.0f}–{max(rates):.0f} events/s")

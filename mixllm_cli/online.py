@@ -15,7 +15,9 @@ What one event changes, for the LLM that was chosen:
 - binary feedback (good / bad): one policy-gradient step (REINFORCE, running-mean baseline,
   learning rate 1e-3) on a small shared network f_df(e) → one score per LLM (384 → 64 → 64 → M,
   ReLU). Routing adds κ·(s_df − mean s_df) to every score, κ = 0.02 / (var + 0.01) capped at 0.2,
-  var the variance of the last 100 rewards: noisy feedback weighs less.
+  var the variance of the last 100 rewards: noisy feedback weighs less. A thumbs up/down is also
+  a noisy quality label: it takes a half-size gradient step (0.025) on the quality head, because
+  the network alone, at the paper's learning rate, moves too little in a few hundred events.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .store import atomic_write_bytes
 
 SNAPSHOT = Path("online") / "snapshot.npz"
 HEAD_LR = 0.05
+BINARY_HEAD_LR = 0.025  # a thumbs up/down says less than an observed quality: half the step
 HEAD_PRIOR = 1e-3
 DF_LR = 1e-3
 DF_HIDDEN = 64
@@ -146,16 +149,18 @@ class OnlineModel:
             a = self.a_inv.get(llm, base.a_inv.astype(np.float64))
             ae = a @ e
             self.a_inv[llm] = a - np.outer(ae, ae) / (1.0 + e @ ae)
-        if event["kind"] == "refined" and base is not None:
+        if base is not None and (event["kind"] == "refined" or event.get("good") is not None):
             if x is None:
                 ids = np.frombuffer(event["token_ids"], dtype=np.int32)
                 x = build_features(e[None, :].astype(np.float32), [ids], artifacts.features)[0]
             x = np.asarray(x, dtype=np.float64)
             if event.get("quality") is not None:
                 self._sgd(llm, "quality", base.quality, x, float(event["quality"]))
+            elif event.get("good") is not None:  # a thumbs up/down is a noisy quality label
+                self._sgd(llm, "quality", base.quality, x, float(event["good"]), lr=BINARY_HEAD_LR)
             if event.get("response_tokens") is not None:
                 self._sgd(llm, "length", base.length, x, float(np.log1p(event["response_tokens"])))
-        elif event["kind"] == "binary":
+        if event["kind"] == "binary":
             if self.df is None:
                 self.df = DFNet.fresh(sorted(artifacts.heads), len(e))
             if llm in self.df.llm_order:
@@ -165,7 +170,7 @@ class OnlineModel:
                 n = sum(v["binary"] for v in self.counts.values())
                 self.baseline += (r - self.baseline) / max(n, 1)
 
-    def _sgd(self, llm: str, kind: str, head: Any, x: np.ndarray, target: float) -> None:
+    def _sgd(self, llm: str, kind: str, head: Any, x: np.ndarray, target: float, lr: float = HEAD_LR) -> None:
         if not isinstance(head, LinearHead):
             return
         w0, b0 = head.coef.astype(np.float64), float(head.intercept)
@@ -173,8 +178,8 @@ class OnlineModel:
         z = x @ w + b
         pred = 1.0 / (1.0 + np.exp(-z)) if head.logistic else z
         err = pred - target  # the gradient of log-loss (logistic) and of ½·squared error (linear)
-        w = w - HEAD_LR * (err * x + HEAD_PRIOR * (w - w0))
-        b = b - HEAD_LR * err
+        w = w - lr * (err * x + HEAD_PRIOR * (w - w0))
+        b = b - lr * err
         self.heads[llm][kind] = (w, b)
 
     # ---------------------------------------------------------------- persistence
@@ -252,7 +257,7 @@ def catch_up(home: Path, artifacts: Any, store: Any, rebuild: bool = False) -> d
 
     events = store.feedback_since(model.last_seq)
     xs: list[np.ndarray | None] = [None] * len(events)
-    refined = [k for k, ev in enumerate(events) if ev["kind"] == "refined"]
+    refined = [k for k, ev in enumerate(events) if ev["kind"] == "refined" or ev.get("good") is not None]
     if refined:  # build every refined event's features in one vectorised call
         emb = np.stack([np.frombuffer(events[k]["embedding"], dtype=np.float32) for k in refined])
         ids = [np.frombuffer(events[k]["token_ids"], dtype=np.int32) for k in refined]

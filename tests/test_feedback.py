@@ -156,7 +156,8 @@ def test_sherman_morrison_keeps_the_exact_inverse():
     model = OnlineModel(base="t")
     for _ in range(15):
         e = rng.normal(size=d).astype(np.float32)
-        model.apply({"llm": "x", "kind": "binary", "good": 1, "embedding": e.tobytes()}, arts)
+        model.apply({"llm": "x", "kind": "binary", "good": 1, "embedding": e.tobytes(),
+                     "token_ids": np.zeros(0, np.int32).tobytes()}, arts)
         a += np.outer(e, e)
     np.testing.assert_allclose(model.a_inv["x"], np.linalg.inv(a), rtol=1e-3, atol=1e-5)
 
