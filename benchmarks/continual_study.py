@@ -87,17 +87,34 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="medium")
     ap.add_argument("--write", default=None)
+    ap.add_argument("--validation", action="store_true",
+                    help="hold out 25%% of train as the evaluation set (for choosing settings; test unread)")
+    ap.add_argument("--head-lr", type=float, default=None)
+    ap.add_argument("--binary-head-lr", type=float, default=None)
+    ap.add_argument("--kappa-cap", type=float, default=None)
     args = ap.parse_args()
+    from mixllm_cli import online
+
+    for flag, const in (("head_lr", "HEAD_LR"), ("binary_head_lr", "BINARY_HEAD_LR"), ("kappa_cap", "KAPPA_CAP")):
+        if getattr(args, flag) is not None:
+            setattr(online, const, getattr(args, flag))
     cat = load_catalogue(ROOT / "models.yaml")
     train = read_dataset(ROOT / "data/routerbench/train.jsonl")
     test = read_dataset(ROOT / "data/routerbench/test.jsonl")
+    if args.validation:
+        order = np.random.default_rng(1).permutation(len(train))
+        cut = len(train) // 4
+        test = [train[i] for i in order[:cut]]
+        train = [train[i] for i in order[cut:]]
     encoder = Encoder.from_dir(ROOT / "artifacts/encoder")
     test_table = outcome_table(test, list(cat.ids))
     test_enc = encoder.encode(test_table.queries)
     perm = np.random.default_rng(0).permutation(len(train))
     title = (f"Test quality at the `{args.preset}` preset (mean quality ×100; in brackets % of always-GPT-4's "
              "quality / cost).")
-    lines = [title, "",
+    settings = (f"online settings: head lr {online.HEAD_LR:g}, binary head lr {online.BINARY_HEAD_LR:g}, "
+                f"κ cap {online.KAPPA_CAP:g}; evaluated on {'a validation split of train' if args.validation else 'the test split'}")
+    lines = [title, settings, "",
              ("| offline:online | no online training | refined feedback | binary feedback | refined Δ | binary Δ "
              "| ≤25% cost frontier: none / refined / binary |"),
              "|---|---|---|---|---|---|---|"]

@@ -10,14 +10,15 @@ What one event changes, for the LLM that was chosen:
 - every event: A_l ← A_l + e·eᵀ, kept as A_l⁻¹ by Sherman–Morrison (the uncertainty term);
 - refined feedback (observed quality, response tokens): one gradient step on that LLM's linear
   heads (logistic quality head: log-loss; ridge length head: squared error on log(1 + tokens)),
-  learning rate 0.05, with a weak pull (1e-3) back towards the offline weights so a long run of
+  learning rate 0.002, with a weak pull (1e-3) back towards the offline weights so a long run of
   feedback cannot drift without bound. Heads of other families are not updated online.
 - binary feedback (good / bad): one policy-gradient step (REINFORCE, running-mean baseline,
   learning rate 1e-3) on a small shared network f_df(e) → one score per LLM (384 → 64 → 64 → M,
-  ReLU). Routing adds κ·(s_df − mean s_df) to every score, κ = 0.02 / (var + 0.01) capped at 0.2,
-  var the variance of the last 100 rewards: noisy feedback weighs less. A thumbs up/down is also
-  a noisy quality label: it takes a half-size gradient step (0.025) on the quality head, because
-  the network alone, at the paper's learning rate, moves too little in a few hundred events.
+  ReLU). Routing adds κ·tanh(s_df − mean s_df) to every score, κ = 0.005 / (var + 0.01) capped at
+  0.05, var the variance of the last 100 rewards: noisy feedback weighs less, and the bonus can
+  never outweigh more than 0.05 of score. A thumbs up/down is also a noisy quality label: it takes
+  a half-size gradient step (0.001) on the quality head, because the network alone, at the
+  paper's learning rate, moves too little in a few hundred events.
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ from .predictors import LinearHead
 from .store import atomic_write_bytes
 
 SNAPSHOT = Path("online") / "snapshot.npz"
-HEAD_LR = 0.05
-BINARY_HEAD_LR = 0.025  # a thumbs up/down says less than an observed quality: half the step
+# Chosen on a validation split carved from train (docs/ONLINE.md): larger steps buy more quality
+# at a fixed budget but move the router along the cost axis and hurt the quality-at-equal-cost.
+HEAD_LR = 0.002
+BINARY_HEAD_LR = 0.001  # a thumbs up/down says less than an observed quality: half the step
+KAPPA_CAP = 0.05
 HEAD_PRIOR = 1e-3
 DF_LR = 1e-3
 DF_HIDDEN = 64
@@ -123,13 +127,13 @@ class OnlineModel:
     def kappa(self) -> float:
         if len(self.rewards) < 2:
             return 0.0
-        return float(min(0.2, 0.02 / (np.var(self.rewards) + 0.01)))
+        return float(min(KAPPA_CAP, 0.1 * KAPPA_CAP / (np.var(self.rewards) + 0.01)))
 
     def bonus(self, e: np.ndarray) -> np.ndarray | float:
         if self.df is None or self._cols is None or not self.rewards:
             return 0.0
         s, _ = self.df.forward(np.asarray(e, dtype=np.float64))
-        s = s - s.mean(axis=1, keepdims=True)
+        s = np.tanh(s - s.mean(axis=1, keepdims=True))  # bounded: the bonus never exceeds κ
         out = np.where(self._cols >= 0, s[:, np.maximum(self._cols, 0)], 0.0)
         return self.kappa * out
 
@@ -170,9 +174,10 @@ class OnlineModel:
                 n = sum(v["binary"] for v in self.counts.values())
                 self.baseline += (r - self.baseline) / max(n, 1)
 
-    def _sgd(self, llm: str, kind: str, head: Any, x: np.ndarray, target: float, lr: float = HEAD_LR) -> None:
+    def _sgd(self, llm: str, kind: str, head: Any, x: np.ndarray, target: float, lr: float | None = None) -> None:
         if not isinstance(head, LinearHead):
             return
+        lr = HEAD_LR if lr is None else lr
         w0, b0 = head.coef.astype(np.float64), float(head.intercept)
         w, b = self.heads.setdefault(llm, {}).get(kind, (w0.copy(), b0))
         z = x @ w + b
