@@ -6,6 +6,11 @@ snapshot into it, in log order, and writes the snapshot atomically. The log is t
 `feedback --rebuild` recomputes the snapshot from the offline artifacts by replaying the whole
 log, and a crash after the log write loses nothing (the next call catches up).
 
+Known gap: `--rebuild` replays every logged event on the current heads; if an LLM id was removed
+and added again, events logged for its earlier incarnation are replayed onto the new heads (the
+decision log does not yet record which head version made the prediction). Live updates do not
+have this problem: the first event for new heads starts their online state afresh.
+
 What one event changes, for the LLM that was chosen:
 - every event: A_l ← A_l + e·eᵀ, kept as A_l⁻¹ by Sherman–Morrison (the uncertainty term);
 - refined feedback (observed quality, response tokens): one gradient step on that LLM's linear
@@ -102,12 +107,16 @@ class OnlineModel:
     rewards: list[float] = field(default_factory=list)
     baseline: float = 0.5
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    derived_from: dict[str, str] = field(default_factory=dict)  # llm → sha256 of the offline head updated
     _cols: np.ndarray | None = None
 
     # ---------------------------------------------------------------- serving
 
-    def overlay(self, llm: str, h: Any) -> Any:
-        """The LLM's heads with online updates applied (only if they derive from these very files)."""
+    def overlay(self, llm: str, h: Any, head_sha256: str | None = None) -> Any:
+        """The LLM's heads with online updates applied, only if they derive from these very files
+        (an LLM removed and added again gets fresh heads: old updates must not land on them)."""
+        if llm in self.derived_from and head_sha256 is not None and self.derived_from[llm] != head_sha256:
+            return h
         new = h
         upd = self.heads.get(llm, {})
         for kind in ("quality", "length"):
@@ -147,6 +156,13 @@ class OnlineModel:
         llm = event["llm"]
         e = np.frombuffer(event["embedding"], dtype=np.float32).astype(np.float64)
         c = self.counts.setdefault(llm, {"refined": 0, "binary": 0})
+        meta = artifacts.manifest.get("heads", {}).get(llm) if hasattr(artifacts, "manifest") else None
+        if meta is not None and self.derived_from.get(llm) != meta["quality"]["sha256"]:
+            # First feedback for these heads (or the LLM was removed and added again): start its
+            # online state from the current offline heads, never from an earlier incarnation's.
+            self.heads.pop(llm, None)
+            self.a_inv.pop(llm, None)
+            self.derived_from[llm] = meta["quality"]["sha256"]
         c[event["kind"]] += 1
         base = artifacts.heads.get(llm)
         if base is not None:
@@ -202,6 +218,7 @@ class OnlineModel:
                 arrays[f"df_w{k}"], arrays[f"df_b{k}"] = self.df.w[k], self.df.b[k]
         meta = {"base": self.base, "last_seq": self.last_seq, "rewards": self.rewards, "baseline": self.baseline,
                 "counts": self.counts, "df_llms": self.df.llm_order if self.df else None,
+                "derived_from": self.derived_from,
                 "llms": {_stem(llm): llm for llm in set(self.a_inv) | set(self.heads)}}
         arrays["meta"] = np.array(json.dumps(meta))
         buf = io.BytesIO()
@@ -214,7 +231,8 @@ class OnlineModel:
             meta = json.loads(str(z["meta"]))
             names = meta["llms"]
             model = cls(base=meta["base"], last_seq=meta["last_seq"], rewards=meta["rewards"],
-                        baseline=meta["baseline"], counts=meta["counts"])
+                        baseline=meta["baseline"], counts=meta["counts"],
+                        derived_from=meta.get("derived_from", {}))
             for key in z.files:
                 if key.startswith("ainv__"):
                     model.a_inv[names[key[6:]]] = z[key]

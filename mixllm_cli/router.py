@@ -171,8 +171,9 @@ class Router:
         from dataclasses import replace as dc_replace
 
         heads = dict(self.artifacts.heads)
+        metas = self.artifacts.manifest.get("heads", {})
         for llm, h in heads.items():
-            heads[llm] = model.overlay(llm, h)
+            heads[llm] = model.overlay(llm, h, metas.get(llm, {}).get("quality", {}).get("sha256"))
         self.artifacts = dc_replace(self.artifacts, heads=heads)
         model.bind(self.llm_ids)
         self.online = model

@@ -186,3 +186,40 @@ def test_policy_gradient_step_matches_finite_differences():
         probe.w[k][idx] += h
         numeric = (logp(probe) - logp(net)) / h
         assert grad[idx] == pytest.approx(numeric, rel=1e-3, abs=1e-6)
+
+
+def test_updates_never_land_on_a_re_added_llms_new_heads(trained_home, cli, tmp_path):
+    """Feedback for `newbie`, then newbie is removed and added again from other data: its new heads
+    serve as trained, untouched by the old updates."""
+    rng = np.random.default_rng(3)
+    data = tmp_path / "newbie.jsonl"
+    data.write_text("".join(json.dumps({"id": f"n{i}", "query": (CODE + CHAT)[i % 10], "outcomes": {"newbie": {
+        "quality": float(rng.random() < 0.5), "prompt_tokens": 8, "response_tokens": 40, "cost_usd": 1e-5}}}) + "\n"
+        for i in range(60)))
+    add = ["add-llm", "newbie", "--input-usd-per-mtok", "0.01", "--output-usd-per-mtok", "0.01", "--data", data]
+    assert cli(*add)[0] == 0
+    ds = route_ids(cli, CODE[0], 20, "--lambda", "0")
+    assert {d["choice"] for d in ds} == {"newbie"}
+    for d in ds:
+        assert cli("feedback", d["decision_id"], "--quality", "0")[0] == 0
+    assert cli("remove-llm", "newbie")[0] == 0
+    flipped = data.read_text().replace('"quality": 0.0', "Q").replace('"quality": 1.0', '"quality": 0.0')
+    data.write_text(flipped.replace("Q", '"quality": 1.0'))  # different, still mixed: a linear head again
+    assert cli(*add)[0] == 0
+    from mixllm_cli.artifacts import load_artifact_set
+    from mixllm_cli.router import Router
+
+    from mixllm_cli.predictors import LinearHead
+
+    router = Router.load(trained_home)
+    assert router.online is not None and isinstance(router.artifacts.heads["newbie"].quality, LinearHead)
+    plain = Router(load_artifact_set(trained_home / "artifacts", list(router.catalogue.ids)), router.catalogue)
+    j = router.llm_ids.index("newbie")
+    assert router.predict([CODE[0]]).quality[0, j] == plain.predict([CODE[0]]).quality[0, j]
+    # while an LLM that did get feedback keeps its updates
+    ds = route_ids(cli, CODE[0], 10, "--lambda", "0")
+    for d in ds:
+        assert cli("feedback", d["decision_id"], "--quality", "0")[0] == 0
+    router = Router.load(trained_home)
+    k = router.llm_ids.index(ds[0]["choice"])
+    assert router.predict([CODE[0]]).quality[0, k] != plain.predict([CODE[0]]).quality[0, k]
