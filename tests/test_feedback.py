@@ -207,9 +207,8 @@ def test_updates_never_land_on_a_re_added_llms_new_heads(trained_home, cli, tmp_
     data.write_text(flipped.replace("Q", '"quality": 1.0'))  # different, still mixed: a linear head again
     assert cli(*add)[0] == 0
     from mixllm_cli.artifacts import load_artifact_set
-    from mixllm_cli.router import Router
-
     from mixllm_cli.predictors import LinearHead
+    from mixllm_cli.router import Router
 
     router = Router.load(trained_home)
     assert router.online is not None and isinstance(router.artifacts.heads["newbie"].quality, LinearHead)
