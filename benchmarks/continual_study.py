@@ -92,6 +92,7 @@ def main() -> None:
     ap.add_argument("--head-lr", type=float, default=None)
     ap.add_argument("--binary-head-lr", type=float, default=None)
     ap.add_argument("--kappa-cap", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the offline/online split")
     args = ap.parse_args()
     from mixllm_cli import online
 
@@ -109,11 +110,11 @@ def main() -> None:
     encoder = Encoder.from_dir(ROOT / "artifacts/encoder")
     test_table = outcome_table(test, list(cat.ids))
     test_enc = encoder.encode(test_table.queries)
-    perm = np.random.default_rng(0).permutation(len(train))
+    perm = np.random.default_rng(args.seed).permutation(len(train))
     title = (f"Test quality at the `{args.preset}` preset (mean quality ×100; in brackets % of always-GPT-4's "
              "quality / cost).")
     settings = (f"online settings: head lr {online.HEAD_LR:g}, binary head lr {online.BINARY_HEAD_LR:g}, "
-                f"κ cap {online.KAPPA_CAP:g}; evaluated on {'a validation split of train' if args.validation else 'the test split'}")
+                f"κ cap {online.KAPPA_CAP:g}; split seed {args.seed}; evaluated on {'a validation split of train' if args.validation else 'the test split'}")
     lines = [title, settings, "",
              ("| offline:online | no online training | refined feedback | binary feedback | refined Δ | binary Δ "
              "| ≤25% cost frontier: none / refined / binary |"),
