@@ -354,9 +354,9 @@ def feedback_cmd(
         output.json_line(result)
         return
     from .dataset import iter_jsonl
-    from .routing_stream import _open
+    from .routing_stream import open_source
 
-    stream, name, close = _open(jsonl)
+    stream, name, close = open_source(jsonl)
     items = []
     try:
         for lineno, obj in iter_jsonl(stream, name):
@@ -395,7 +395,10 @@ def stats_cmd(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
         online = None
     report["online"] = None if online is None else {
         "applied_through_seq": online.last_seq, "updates_per_llm": online.counts, "kappa": round(online.kappa, 4)}
-    output.json_line(report) if as_json else output.stats_table(report)
+    if as_json:
+        output.json_line(report)
+        return
+    output.stats_table(report)
 
 
 class _progress:

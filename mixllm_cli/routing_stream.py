@@ -15,7 +15,9 @@ from .output import json_line
 from .router import Router, check_query
 
 
-def _open(source: str) -> tuple[BinaryIO, str, bool]:
+def open_source(source: str) -> tuple[BinaryIO, str, bool]:
+    """A JSONL source as a binary stream: a path, or '-' for stdin; also its name for errors and
+    whether the caller must close it."""
     if source == "-":
         return sys.stdin.buffer, "<stdin>", False
     try:
@@ -60,7 +62,7 @@ def route_jsonl(router: Router, source: str, budget: str | None, lam: float | No
 
     out = out or sys.stdout
     default = router.resolve_budget(budget, lam)
-    stream, name, close = _open(source)
+    stream, name, close = open_source(source)
     bad = 0
     try:
         batch: list[tuple[int, Any]] = []
