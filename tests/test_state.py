@@ -212,3 +212,11 @@ def test_stream_from_arrival_times_in_the_data(tiny, trained_home, cli, tmp_path
     bad.write_text(json.dumps({**json.loads(lines[0]), "arrival_s": -1}) + "\n")
     code, _, err = cli("evaluate", bad)
     assert code == 1 and err == f"Error: {bad}:1: arrival_s: must be a number of seconds >= 0 (got -1)\n"
+
+
+def test_a_corrupt_state_database_is_one_error_line(home, cli):
+    (home / "state.sqlite3").write_bytes(b"not a database " * 40)
+    code, out, err = cli(*FLOOD)
+    assert (code, out) == (1, "")
+    assert err == f"Error: {home / 'state.sqlite3'}: cannot open the state database (file is not a database)\n"
+    assert cli(*FLOOD, "--no-queue")[0] == 0  # a dry run does not need it
