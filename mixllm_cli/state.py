@@ -106,6 +106,31 @@ class Admission:
     query_text: str | None = None  # only with --log-queries
 
 
+def _is_lock_error(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def _retry_while_locked(step: Callable[[], Any], path: Path, failure: str = "state database error") -> Any:
+    """Run `step`, retrying every 0.5–3 ms (jittered) while the database is locked.
+
+    Used for taking the write lock and for opening (several processes creating the database
+    at once race for WAL mode and the migrations, and SQLite answers some of those races with
+    "locked" without waiting). Polling with jitter, rather than SQLite's backoff whose sleeps
+    grow to 100 ms, keeps busy neighbours from starving a process for seconds.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return step()
+        except sqlite3.Error as exc:
+            if not _is_lock_error(exc):
+                raise MixLLMError(f"{path}: {failure} ({exc})") from None
+            if time.monotonic() > deadline:
+                raise MixLLMError(f"{path}: the state database stayed locked for "
+                                  f"{BUSY_TIMEOUT_MS // 1000} s; is another process stuck?") from None
+            time.sleep(random.uniform(0.0005, 0.003))
+
+
 def new_decision_id() -> str:
     return "d" + uuid.uuid4().hex[:15]
 
@@ -125,21 +150,24 @@ class StateStore:
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-                # Migrations and checkpoints wait in SQLite's handler; writers wait in `transaction`.
-                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL keeps it consistent
-                conn.execute("PRAGMA foreign_keys = ON")
-                self._migrate(conn)
-                # From here on writers wait in `transaction`'s fair polling loop, not in SQLite's
-                # handler; a short timeout still covers a checkpoint racing a statement.
-                conn.execute(f"PRAGMA busy_timeout = {POLL_TIMEOUT_MS}")
-            except sqlite3.DatabaseError as exc:
-                raise MixLLMError(f"{self.path}: cannot open the state database ({exc})") from None
-            self._conn = conn
+            self._conn = _retry_while_locked(self._open, self.path, "cannot open the state database")
         return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL keeps it consistent
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate(conn)
+            # From here on writers wait in `transaction`'s fair polling loop, not in SQLite's
+            # handler; a short timeout still covers a checkpoint racing a statement.
+            conn.execute(f"PRAGMA busy_timeout = {POLL_TIMEOUT_MS}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def close(self) -> None:
         if self._conn is not None:
@@ -169,18 +197,7 @@ class StateStore:
         backoff, whose sleeps grow to 100 ms and let busy neighbours starve a process for seconds.
         """
         conn = self.conn
-        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if time.monotonic() > deadline:
-                    raise MixLLMError(f"{self.path}: the state database stayed locked for "
-                                      f"{BUSY_TIMEOUT_MS // 1000} s; is another process stuck?") from None
-                time.sleep(random.uniform(0.0005, 0.003))
+        _retry_while_locked(lambda: conn.execute("BEGIN IMMEDIATE"), self.path)
         try:
             yield conn
         except BaseException:
