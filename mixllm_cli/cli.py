@@ -82,15 +82,14 @@ def train_offline_cmd(
     """
     from . import output
     from .catalogue import load_catalogue
-    from .store import home_artifacts_dir, home_dir, shipped_artifacts_dir, shipped_catalogue_path
+    from .store import catalogue_path, home_artifacts_dir, shipped_artifacts_dir
     from .training import LENGTH_FAMILIES, QUALITY_FAMILIES, train_offline
 
     if quality_head not in QUALITY_FAMILIES:
         raise UsageError(f"--quality-head: unknown family '{quality_head}'; choose one of: {', '.join(QUALITY_FAMILIES)}")
     if length_head not in LENGTH_FAMILIES:
         raise UsageError(f"--length-head: unknown family '{length_head}'; choose one of: {', '.join(LENGTH_FAMILIES)}")
-    cat_path = catalogue or (home_dir(home) / "models.yaml")
-    cat = load_catalogue(cat_path if cat_path.is_file() or catalogue else shipped_catalogue_path())
+    cat = load_catalogue(catalogue_path(home, catalogue))
     with _progress() as progress:
         report = train_offline(data, cat, home_artifacts_dir(home), shipped_artifacts_dir() / "encoder",
                                families={"quality": quality_head, "length": length_head}, seed=seed,

@@ -156,8 +156,7 @@ def evaluate_stream(router: Any, records: Sequence[Any], *, rate_per_s: float | 
     """The router at each budget and the baselines, replayed as a stream under a waiting tolerance."""
     from dataclasses import replace
 
-    from . import decision
-    from .latency import within_tolerance
+    from .router import WaitPolicy
 
     llm_ids = list(router.llm_ids)
     table = outcome_table(records, llm_ids)
@@ -183,15 +182,10 @@ def evaluate_stream(router: Any, records: Sequence[Any], *, rate_per_s: float | 
                 "late": sim["late"], "wait_p95_s": round(sim["wait_p95_s"], 2),
                 "picks": {llm_ids[j]: int(k) for j, k in enumerate(counts) if k}}
 
+    policy = WaitPolicy(tolerance_s=tolerance_s, strict=strict)
+
     def router_choice(lam: float) -> Any:
-        def choose(i: int, waits: np.ndarray) -> int:
-            avail = preds.available[i].copy()
-            if strict:
-                avail &= within_tolerance(np.where(avail, waits, np.inf), tolerance_s)
-            idx, _ = decision.route_indices(preds.quality[i:i + 1], preds.cost_norm[i:i + 1],
-                                            preds.uncertainty[i:i + 1], waits[None, :], lam, weights, avail[None, :])
-            return int(idx[0])
-        return choose
+        return lambda i, waits: router.choose_one(preds, i, waits, lam, weights, policy)[0]
 
     if lambdas is None:
         lambdas = {name: p.lam for name, p in router.artifacts.presets.items()}

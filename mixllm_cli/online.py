@@ -156,7 +156,7 @@ class OnlineModel:
         llm = event["llm"]
         e = np.frombuffer(event["embedding"], dtype=np.float32).astype(np.float64)
         c = self.counts.setdefault(llm, {"refined": 0, "binary": 0})
-        meta = artifacts.manifest.get("heads", {}).get(llm) if hasattr(artifacts, "manifest") else None
+        meta = artifacts.manifest.get("heads", {}).get(llm)
         if meta is not None and self.derived_from.get(llm) != meta["quality"]["sha256"]:
             # First feedback for these heads (or the LLM was removed and added again): start its
             # online state from the current offline heads, never from an earlier incarnation's.

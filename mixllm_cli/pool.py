@@ -34,6 +34,7 @@ from .errors import DataError, UsageError
 from .store import (
     MANIFEST,
     atomic_write_bytes,
+    catalogue_path,
     dump_json,
     home_artifacts_dir,
     home_dir,
@@ -41,7 +42,6 @@ from .store import (
     read_manifest,
     sha256_file,
     shipped_artifacts_dir,
-    shipped_catalogue_path,
     staging_dir,
 )
 
@@ -55,8 +55,7 @@ def user_catalogue_path(home: Path | str | None = None) -> Path:
 
 def load_pool_catalogue(home: Path | str | None = None) -> Catalogue:
     """The user's catalogue if it exists, else the shipped one."""
-    path = user_catalogue_path(home)
-    return load_catalogue(path if path.is_file() else shipped_catalogue_path())
+    return load_catalogue(catalogue_path(home))
 
 
 def ensure_home_set(home: Path | str | None = None) -> Path:
@@ -239,12 +238,12 @@ def remove_llm(llm_id: str, *, home: Path | str | None = None) -> dict[str, Any]
     return {"llm": llm_id, "archive": str(archive), "seconds_total": round(time.perf_counter() - started, 3)}
 
 
-def list_llms(home: Path | str | None = None, catalogue_path: Path | str | None = None) -> list[dict[str, Any]]:
+def list_llms(home: Path | str | None = None, catalogue_file: Path | str | None = None) -> list[dict[str, Any]]:
     """The pool: each catalogue LLM with its prices, latency figures and training status."""
     from .state import StateStore
     from .store import active_artifacts_dir
 
-    catalogue = load_catalogue(catalogue_path) if catalogue_path else load_pool_catalogue(home)
+    catalogue = load_catalogue(catalogue_path(home, catalogue_file))
     set_dir = active_artifacts_dir(home)
     manifest = read_manifest(set_dir)
     store = StateStore.for_home(home)

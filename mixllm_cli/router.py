@@ -20,7 +20,8 @@ from .artifacts import ArtifactSet, Preset, load_artifact_set
 from .errors import ArtifactError, DataError, UsageError
 from .features import build_features
 from .latency import LatencyEstimate
-from .store import active_artifacts_dir, home_dir, shipped_catalogue_path
+from .store import active_artifacts_dir, home_dir
+from .store import catalogue_path as store_catalogue_path
 
 MAX_QUERY_CHARS = 100_000  # ~25k tokens; far beyond what the heads were trained on
 BUDGETS = ("very-low", "low", "medium", "high")
@@ -152,11 +153,7 @@ class Router:
     def load(cls, home: Path | str | None = None, catalogue_path: Path | str | None = None) -> Router:
         from .catalogue import load_catalogue
 
-        cat_path = Path(catalogue_path) if catalogue_path else None
-        if cat_path is None:
-            user_cat = home_dir(home) / "models.yaml"
-            cat_path = user_cat if user_cat.is_file() else shipped_catalogue_path()
-        catalogue = load_catalogue(cat_path)
+        catalogue = load_catalogue(store_catalogue_path(home, catalogue_path))
         artifacts = load_artifact_set(active_artifacts_dir(home), list(catalogue.ids))
         router = cls(artifacts, catalogue)
         from .online import load_snapshot
@@ -239,7 +236,7 @@ class Router:
             cost_usd=cost,
             cost_norm=cost / self.artifacts.cost_scale_usd,
             uncertainty=np.stack(cols_unc, axis=1),
-            # The latency model (a later issue) fills this in; no wait yet.
+            # Waits depend on the queue at decision time: `decisions` reads them from the state.
             wait_s=np.zeros_like(cost),
             available=np.stack(cols_ok, axis=1),
             bonus=self.online.bonus(e) if self.online is not None else 0.0,
@@ -342,8 +339,9 @@ class Router:
                 out.append(replace(d, decision_id=decision_id))
         return out
 
-    def _decide_one(self, preds: Predictions, i: int, waits: np.ndarray, lam: float, budget: str | None,
-                    qid: str | None, weights: decision.Weights, policy: WaitPolicy) -> tuple[Decision, int]:
+    def choose_one(self, preds: Predictions, i: int, waits: np.ndarray, lam: float, weights: decision.Weights,
+                   policy: WaitPolicy) -> tuple[int, decision.Scores, np.ndarray]:
+        """The choice for query i given the current waits: (index, its one-row scores, availability)."""
         from .latency import within_tolerance
 
         avail = preds.available[i].copy()
@@ -353,13 +351,11 @@ class Router:
         bonus = preds.bonus[row] if isinstance(preds.bonus, np.ndarray) else preds.bonus
         choice, s = decision.route_indices(preds.quality[row], preds.cost_norm[row], preds.uncertainty[row],
                                            np.asarray(waits)[None, :], lam, weights, avail[None, :], bonus)
-        j = int(choice[0])
-        return self._decision(preds, s, i, j, waits, avail, qid, None, budget, lam, row0=True), j
+        return int(choice[0]), s, avail
 
-    def _decision(self, preds: Predictions, s: decision.Scores, i: int, j: int, waits: np.ndarray,
-                  avail: np.ndarray, qid: str | None, decision_id: str | None, budget: str | None, lam: float,
-                  row0: bool = False) -> Decision:
-        r = 0 if row0 else i  # scores computed for one row at a time, or for all rows at once
+    def _decide_one(self, preds: Predictions, i: int, waits: np.ndarray, lam: float, budget: str | None,
+                    qid: str | None, weights: decision.Weights, policy: WaitPolicy) -> tuple[Decision, int]:
+        j, s, avail = self.choose_one(preds, i, waits, lam, weights, policy)
         cands = tuple(
             Candidate(
                 llm=llm,
@@ -367,13 +363,14 @@ class Router:
                 response_tokens=float(preds.response_tokens[i, k]),
                 cost_usd=float(preds.cost_usd[i, k]),
                 wait_ms=float(waits[k] * 1000.0),
-                uncertainty=float(s.uncertainty[r, k]),
-                penalty=float(s.penalty[r, k]),
-                score=float(s.total[r, k]),
+                uncertainty=float(s.uncertainty[0, k]),
+                penalty=float(s.penalty[0, k]),
+                score=float(s.total[0, k]),
                 cold=llm in self.cold_ids,
                 available=bool(avail[k]),
             )
             for k, llm in enumerate(self.llm_ids)
         )
-        return Decision(id=qid, choice=self.llm_ids[j], budget=budget, lam=lam,
-                        prompt_tokens=int(preds.prompt_tokens[i]), candidates=cands, decision_id=decision_id)
+        d = Decision(id=qid, choice=self.llm_ids[j], budget=budget, lam=lam,
+                     prompt_tokens=int(preds.prompt_tokens[i]), candidates=cands)
+        return d, j

@@ -37,6 +37,14 @@ def shipped_catalogue_path() -> Path:
     return Path(env) if env else REPO_ROOT / "models.yaml"
 
 
+def catalogue_path(home: Path | str | None = None, explicit: Path | str | None = None) -> Path:
+    """The catalogue to use: `--catalogue`, else the user's `<home>/models.yaml`, else the shipped one."""
+    if explicit:
+        return Path(explicit)
+    user = home_dir(home) / "models.yaml"
+    return user if user.is_file() else shipped_catalogue_path()
+
+
 def home_dir(home: Path | str | None = None) -> Path:
     """Resolve the user's home for mixllm: `--home`, `MIXLLM_HOME`, or the platform data dir."""
     if home:
