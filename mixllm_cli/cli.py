@@ -338,7 +338,7 @@ def feedback_cmd(
             raise UsageError("--rebuild: give no DECISION_ID and no --jsonl")
         from .online import catch_up
 
-        output.json_line(catch_up(home_dir(home), router.artifacts, store, rebuild=True))
+        output.json_line(catch_up(home_dir(home), router.offline_artifacts, store, rebuild=True))
         return
     if (decision_id is None) == (jsonl is None):
         raise UsageError("give either a DECISION_ID or --jsonl FILE, not both and not neither")
@@ -393,7 +393,8 @@ def stats_cmd(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
     except MixLLMError:
         online = None
     report["online"] = None if online is None else {
-        "applied_through_seq": online.last_seq, "updates_per_llm": online.counts, "kappa": round(online.kappa, 4)}
+        "applied_through_seq": online.last_seq, "updates_per_llm": online.counts, "kappa": round(online.kappa, 4),
+        "refits_per_llm": {llm: r["refits"] for llm, r in online.refit.items() if r["refits"]}}
     if as_json:
         output.json_line(report)
         return

@@ -117,5 +117,5 @@ def record_feedback(router: Any, store: Any, items: list[tuple[str, Feedback | M
             results.append({"where": where, "id": item.decision_id, "llm": llm, "kind": item.kind,
                             "status": "recorded" if fresh else "duplicate"})
     if apply:
-        catch_up(home, router.artifacts, store)
+        catch_up(home, router.offline_artifacts, store)
     return results

@@ -6,24 +6,35 @@ snapshot into it, in log order, and writes the snapshot atomically. The log is t
 `feedback --rebuild` recomputes the snapshot from the offline artifacts by replaying the whole
 log, and a crash after the log write loses nothing (the next call catches up).
 
+What feedback changes, for the LLM that was chosen:
+- every event: A_l ← A_l + e·eᵀ, kept as A_l⁻¹ by Sherman–Morrison (the uncertainty term);
+- outcomes (refined quality, or a thumbs up/down read as quality 1/0; response tokens) are
+  counted, and when an LLM has gathered enough new ones its two heads are REFITTED on its offline
+  training rows plus every outcome logged for it (`refit.py`: the same objectives as the offline
+  fit, numpy L-BFGS warm-started from the current head). "Enough": at least REFIT_MIN = 32 new
+  outcomes and at least REFIT_GROWTH = 10% of the rows of the last fit, so the number of refits
+  grows with the log of the data and their total cost stays proportional to one refit per 10%
+  of new data. One refit (2,500 rows × 4,480 features) takes ~0.1–0.3 s per head.
+  Why a refit and not per-event gradient steps: feedback is selection-biased (the router sends
+  the dearest LLM the queries it judges hard, so that LLM's failures come from hard queries), and
+  a model p(quality | x) refitted on all rows is unbiased under selection on x, while gradient
+  steps weigh each recent online row far more than an offline one and learned the bias: they
+  hurt test quality at 30:70 in the previous study (docs/ONLINE.md).
+  Only linear heads (the default logistic / ridge families) are refitted; others keep their
+  offline fit. A refit needs the set's training rows (`training_rows.npz`, or the rows add-llm
+  stored for that LLM); without them the LLM refits on its logged outcomes alone once it has
+  MIN_OUTCOMES of them.
+- binary feedback (good / bad) also takes one policy-gradient step (REINFORCE, running-mean
+  baseline, learning rate 1e-3) on a small shared network f_df(e) → one score per LLM
+  (384 → 64 → 64 → M, ReLU). Routing adds κ·tanh(s_df − mean s_df) to every score,
+  κ = 0.005 / (var + 0.01) capped at 0.05, var the variance of the last 100 rewards: noisy
+  feedback weighs less, and the bonus can never outweigh more than 0.05 of score.
+
 Known gap: `--rebuild` replays every logged event on the current heads; if an LLM id was removed
 and added again, events logged for its earlier incarnation are replayed onto the new heads (the
 decision log does not yet record which head version made the prediction). Live updates do not
-have this problem: the first event for new heads starts their online state afresh.
-
-What one event changes, for the LLM that was chosen:
-- every event: A_l ← A_l + e·eᵀ, kept as A_l⁻¹ by Sherman–Morrison (the uncertainty term);
-- refined feedback (observed quality, response tokens): one gradient step on that LLM's linear
-  heads (logistic quality head: log-loss; ridge length head: squared error on log(1 + tokens)),
-  learning rate 0.002, with a weak pull (1e-3) back towards the offline weights so a long run of
-  feedback cannot drift without bound. Heads of other families are not updated online.
-- binary feedback (good / bad): one policy-gradient step (REINFORCE, running-mean baseline,
-  learning rate 1e-3) on a small shared network f_df(e) → one score per LLM (384 → 64 → 64 → M,
-  ReLU). Routing adds κ·tanh(s_df − mean s_df) to every score, κ = 0.005 / (var + 0.01) capped at
-  0.05, var the variance of the last 100 rewards: noisy feedback weighs less, and the bonus can
-  never outweigh more than 0.05 of score. A thumbs up/down is also a noisy quality label: it takes
-  a half-size gradient step (0.001) on the quality head, because the network alone, at the
-  paper's learning rate, moves too little in a few hundred events.
+have this problem: the first event for new heads starts their online state afresh, and refits
+read only the outcomes logged since.
 """
 
 from __future__ import annotations
@@ -38,14 +49,12 @@ import numpy as np
 
 from .predictors import LinearHead
 from .store import atomic_write_bytes
+from .training import LOGISTIC_C, MIN_OUTCOMES, RIDGE_ALPHA
 
 SNAPSHOT = Path("online") / "snapshot.npz"
-# Chosen on a validation split carved from train (docs/ONLINE.md): larger steps buy more quality
-# at a fixed budget but move the router along the cost axis and hurt the quality-at-equal-cost.
-HEAD_LR = 0.002
-BINARY_HEAD_LR = 0.001  # a thumbs up/down says less than an observed quality: half the step
+REFIT_MIN = 32
+REFIT_GROWTH = 0.10
 KAPPA_CAP = 0.05
-HEAD_PRIOR = 1e-3
 DF_LR = 1e-3
 DF_HIDDEN = 64
 REWARD_WINDOW = 100
@@ -108,6 +117,9 @@ class OnlineModel:
     baseline: float = 0.5
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     derived_from: dict[str, str] = field(default_factory=dict)  # llm → sha256 of the offline head updated
+    # llm → {"after_seq": outcomes of these heads are logged after it, "outcomes": how many so far,
+    #        "fitted": how many the last refit used, "refits": how many refits}
+    refit: dict[str, dict[str, int]] = field(default_factory=dict)
     _cols: np.ndarray | None = None
 
     # ---------------------------------------------------------------- serving
@@ -148,11 +160,9 @@ class OnlineModel:
 
     # ---------------------------------------------------------------- learning
 
-    def apply(self, event: dict[str, Any], artifacts: Any, x: np.ndarray | None = None) -> None:
-        """Fold one feedback event (joined with its decision) into the model; `x` are its head
-        features when the caller built them in a batch."""
-        from .features import build_features
-
+    def apply(self, event: dict[str, Any], artifacts: Any) -> None:
+        """Fold one feedback event (joined with its decision) into the model. Heads are refitted
+        later, by `refit_due`, when enough outcomes have gathered."""
         llm = event["llm"]
         e = np.frombuffer(event["embedding"], dtype=np.float32).astype(np.float64)
         c = self.counts.setdefault(llm, {"refined": 0, "binary": 0})
@@ -163,23 +173,17 @@ class OnlineModel:
             self.heads.pop(llm, None)
             self.a_inv.pop(llm, None)
             self.derived_from[llm] = meta["quality"]["sha256"]
+            self.refit.pop(llm, None)
+        if meta is not None and llm not in self.refit:
+            self.refit[llm] = {"after_seq": int(event["seq"]) - 1, "outcomes": 0, "fitted": 0, "refits": 0}
         c[event["kind"]] += 1
         base = artifacts.heads.get(llm)
         if base is not None:
             a = self.a_inv.get(llm, base.a_inv.astype(np.float64))
             ae = a @ e
             self.a_inv[llm] = a - np.outer(ae, ae) / (1.0 + e @ ae)
-        if base is not None and (event["kind"] == "refined" or event.get("good") is not None):
-            if x is None:
-                ids = np.frombuffer(event["token_ids"], dtype=np.int32)
-                x = build_features(e[None, :].astype(np.float32), [ids], artifacts.features)[0]
-            x = np.asarray(x, dtype=np.float64)
-            if event.get("quality") is not None:
-                self._sgd(llm, "quality", base.quality, x, float(event["quality"]))
-            elif event.get("good") is not None:  # a thumbs up/down is a noisy quality label
-                self._sgd(llm, "quality", base.quality, x, float(event["good"]), lr=BINARY_HEAD_LR)
-            if event.get("response_tokens") is not None:
-                self._sgd(llm, "length", base.length, x, float(np.log1p(event["response_tokens"])))
+        if llm in self.refit and any(event.get(k) is not None for k in ("quality", "good", "response_tokens")):
+            self.refit[llm]["outcomes"] += 1
         if event["kind"] == "binary":
             if self.df is None:
                 self.df = DFNet.fresh(sorted(artifacts.heads), len(e))
@@ -190,18 +194,56 @@ class OnlineModel:
                 n = sum(v["binary"] for v in self.counts.values())
                 self.baseline += (r - self.baseline) / max(n, 1)
 
-    def _sgd(self, llm: str, kind: str, head: Any, x: np.ndarray, target: float, lr: float | None = None) -> None:
-        if not isinstance(head, LinearHead):
-            return
-        lr = HEAD_LR if lr is None else lr
-        w0, b0 = head.coef.astype(np.float64), float(head.intercept)
-        w, b = self.heads.setdefault(llm, {}).get(kind, (w0.copy(), b0))
-        z = x @ w + b
-        pred = 1.0 / (1.0 + np.exp(-z)) if head.logistic else z
-        err = pred - target  # the gradient of log-loss (logistic) and of ½·squared error (linear)
-        w = w - lr * (err * x + HEAD_PRIOR * (w - w0))
-        b = b - lr * err
-        self.heads[llm][kind] = (w, b)
+    def refit_due(self, artifacts: Any) -> list[str]:
+        """LLMs with at least REFIT_MIN new outcomes and REFIT_GROWTH more rows than at their last fit."""
+        due = []
+        for llm, r in self.refit.items():
+            meta = artifacts.manifest.get("heads", {}).get(llm)
+            if meta is None or llm not in artifacts.heads:
+                continue
+            n_offline = int(meta["ainv"].get("n_train", 0))
+            new = r["outcomes"] - r["fitted"]
+            if new >= max(REFIT_MIN, REFIT_GROWTH * (n_offline + r["fitted"])):
+                due.append(llm)
+        return due
+
+    def refit_heads(self, llm: str, artifacts: Any, store: Any, offline: OfflineRows) -> None:
+        """Refit the LLM's linear heads on its offline rows plus every outcome logged for it."""
+        from .features import build_features
+        from .refit import refit_linear
+
+        r = self.refit[llm]
+        logged = store.outcomes_for(llm, r["after_seq"])
+        x_off, yq_off, ylen_off = offline.for_llm(llm, artifacts)
+        if logged:
+            emb = np.stack([np.frombuffer(o["embedding"], dtype=np.float32) for o in logged])
+            ids = [np.frombuffer(o["token_ids"], dtype=np.int32) for o in logged]
+            x_new = build_features(emb, ids, artifacts.features)
+        else:
+            x_new = np.zeros((0, x_off.shape[1] if x_off is not None else 0), np.float32)
+        yq_new = np.array([o["quality"] if o["quality"] is not None else
+                           (np.nan if o["good"] is None else float(o["good"])) for o in logged], dtype=np.float64)
+        ylen_new = np.array([np.nan if o["response_tokens"] is None else np.log1p(o["response_tokens"])
+                             for o in logged], dtype=np.float64)
+        if x_off is not None:
+            x_all = np.vstack([x_off, x_new])
+            targets = {"quality": np.concatenate([yq_off, yq_new]),
+                       "length": np.concatenate([np.log1p(ylen_off), ylen_new])}
+        else:
+            x_all, targets = x_new, {"quality": yq_new, "length": ylen_new}
+        base = artifacts.heads[llm]
+        for kind in ("quality", "length"):
+            head = getattr(base, kind)
+            y = targets[kind]
+            keep = ~np.isnan(y)
+            if not isinstance(head, LinearHead) or keep.sum() < MIN_OUTCOMES or np.ptp(y[keep]) == 0:
+                continue
+            coef, intercept = self.heads.get(llm, {}).get(kind, (head.coef, head.intercept))
+            self.heads.setdefault(llm, {})[kind] = refit_linear(
+                x_all[keep], y[keep], logistic=head.logistic, coef=coef, intercept=intercept,
+                c=LOGISTIC_C, alpha=RIDGE_ALPHA)
+        r["fitted"] = r["outcomes"]
+        r["refits"] += 1
 
     # ---------------------------------------------------------------- persistence
 
@@ -218,7 +260,7 @@ class OnlineModel:
                 arrays[f"df_w{k}"], arrays[f"df_b{k}"] = self.df.w[k], self.df.b[k]
         meta = {"base": self.base, "last_seq": self.last_seq, "rewards": self.rewards, "baseline": self.baseline,
                 "counts": self.counts, "df_llms": self.df.llm_order if self.df else None,
-                "derived_from": self.derived_from,
+                "derived_from": self.derived_from, "refit": self.refit,
                 "llms": {_stem(llm): llm for llm in set(self.a_inv) | set(self.heads)}}
         arrays["meta"] = np.array(json.dumps(meta))
         buf = io.BytesIO()
@@ -232,7 +274,7 @@ class OnlineModel:
             names = meta["llms"]
             model = cls(base=meta["base"], last_seq=meta["last_seq"], rewards=meta["rewards"],
                         baseline=meta["baseline"], counts=meta["counts"],
-                        derived_from=meta.get("derived_from", {}))
+                        derived_from=meta.get("derived_from", {}), refit=meta.get("refit", {}))
             for key in z.files:
                 if key.startswith("ainv__"):
                     model.a_inv[names[key[6:]]] = z[key]
@@ -271,25 +313,49 @@ def save_snapshot(home: Path, model: OnlineModel) -> None:
     atomic_write_bytes(Path(home) / SNAPSHOT, model.to_bytes())
 
 
+class OfflineRows:
+    """The training rows of the artifact set (and of LLMs added with data), loaded on first use and
+    turned into head features once per `catch_up`."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[np.ndarray, Any]] = {}
+
+    def for_llm(self, llm: str, artifacts: Any) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """(features, quality, response tokens) of the LLM's offline rows; (None, [], []) without any."""
+        from .features import build_features
+        from .refit import load_training_rows
+        from .store import verified_path
+
+        manifest = artifacts.manifest
+        entry = manifest.get("heads", {}).get(llm, {}).get("rows")
+        if entry is None:
+            shared = manifest.get("training_rows")
+            if not shared or llm not in shared.get("llms", []):
+                return None, np.zeros(0), np.zeros(0)
+            entry = shared
+        key = entry["file"]
+        if key not in self._cache:
+            rows = load_training_rows(verified_path(artifacts.path, entry["file"], entry["sha256"]))
+            self._cache[key] = (build_features(rows.embeddings, rows.token_ids, artifacts.features), rows)
+        x, rows = self._cache[key]
+        quality, tokens = rows.column(llm)
+        return x, quality, tokens
+
+
 def catch_up(home: Path, artifacts: Any, store: Any, rebuild: bool = False) -> dict[str, Any]:
     """Fold every logged event the snapshot has not seen (all of them with `rebuild`)."""
     model = None if rebuild else load_snapshot(home, artifacts)
     if model is None:
         model = OnlineModel(base=base_identity(artifacts))
-    from .features import build_features
-
     events = store.feedback_since(model.last_seq)
-    xs: list[np.ndarray | None] = [None] * len(events)
-    refined = [k for k, ev in enumerate(events) if ev["kind"] == "refined" or ev.get("good") is not None]
-    if refined:  # build every refined event's features in one vectorised call
-        emb = np.stack([np.frombuffer(events[k]["embedding"], dtype=np.float32) for k in refined])
-        ids = [np.frombuffer(events[k]["token_ids"], dtype=np.int32) for k in refined]
-        for k, x in zip(refined, build_features(emb, ids, artifacts.features)):
-            xs[k] = x
-    for ev, x in zip(events, xs):
-        model.apply(ev, artifacts, x)
+    for ev in events:
+        model.apply(ev, artifacts)
         model.last_seq = ev["seq"]
+    refitted = model.refit_due(artifacts)
+    offline = OfflineRows()
+    for llm in refitted:
+        model.refit_heads(llm, artifacts, store, offline)
     if events or rebuild:
         save_snapshot(home, model)
-    return {"applied": len(events), "last_seq": model.last_seq}
+    return {"applied": len(events), "last_seq": model.last_seq, "refitted": refitted}
 

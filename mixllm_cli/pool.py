@@ -136,6 +136,11 @@ def add_llm(
         rel = f"heads/{stem}.ainv.npy"
         _save_npy(set_dir / rel, fitted["ainv"])
         entry["ainv"] = {"file": rel, "sha256": sha256_file(set_dir / rel), "n_train": fitted["n_rows"]}
+        from .refit import save_training_rows
+
+        rel = f"heads/{stem}.rows.npz"  # what online refits of this LLM start from
+        save_training_rows(set_dir / rel, fitted["rows"])
+        entry["rows"] = {"file": rel, "sha256": sha256_file(set_dir / rel)}
         manifest["heads"][llm.id] = entry
         _history(manifest, "add-llm", llm.id, outcomes=fitted["n_rows"], data_sha256=sha256_file(Path(data)))
         report["status"] = "trained"
@@ -173,6 +178,7 @@ def _fit_new_llm(llm: LLM, data: Path, home: Path | str | None, progress: Progre
     from .dataset import read_dataset
     from .encoder import Encoder
     from .features import build_features
+    from .refit import TrainingRows
     from .store import active_artifacts_dir
     from .training import a_inverse, encode_with_progress, fit_head, outcome_table
 
@@ -201,6 +207,8 @@ def _fit_new_llm(llm: LLM, data: Path, home: Path | str | None, progress: Progre
         "mean_quality": float(yq[has_q].mean()),
         "mean_length": float(ylen.mean()),
         "n_rows": len(records),
+        "rows": TrainingRows(llm_ids=[llm.id], embeddings=enc.embeddings, token_ids=enc.token_ids,
+                             quality=table.quality, response_tokens=table.response_tokens),
     }
     report["seconds_fit"] = round(time.perf_counter() - t1, 3)
     report["outcomes"] = len(records)
@@ -222,7 +230,7 @@ def remove_llm(llm_id: str, *, home: Path | str | None = None) -> dict[str, Any]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     archive = home_dir(home) / "archive" / f"{llm_file_stem(llm_id)}-{stamp}"
     archive.mkdir(parents=True)
-    files = [heads[k]["file"] for k in ("quality", "length", "ainv")] if heads else []
+    files = [heads[k]["file"] for k in ("quality", "length", "ainv", "rows") if k in heads] if heads else []
     for rel in files:
         shutil.copy2(set_dir / rel, archive / Path(rel).name)
     atomic_write_bytes(archive / "entry.json", dump_json(

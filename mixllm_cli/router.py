@@ -130,6 +130,7 @@ class Decision:
 class Router:
     def __init__(self, artifacts: ArtifactSet, catalogue: Any, weights: decision.Weights | None = None):
         self.artifacts = artifacts
+        self.offline_artifacts = artifacts  # as trained, before any online update: what the log replays onto
         self.catalogue = catalogue
         self.weights = weights or decision.Weights()
         # The pool: catalogue LLMs that have heads. Heads of LLMs no longer in the catalogue
@@ -167,11 +168,11 @@ class Router:
         """Serve the heads and A⁻¹ as feedback left them, plus the dynamic-feedback bonus."""
         from dataclasses import replace as dc_replace
 
-        heads = dict(self.artifacts.heads)
-        metas = self.artifacts.manifest.get("heads", {})
+        heads = dict(self.offline_artifacts.heads)
+        metas = self.offline_artifacts.manifest.get("heads", {})
         for llm, h in heads.items():
             heads[llm] = model.overlay(llm, h, metas.get(llm, {}).get("quality", {}).get("sha256"))
-        self.artifacts = dc_replace(self.artifacts, heads=heads)
+        self.artifacts = dc_replace(self.offline_artifacts, heads=heads)
         model.bind(self.llm_ids)
         self.online = model
 

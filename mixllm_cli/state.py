@@ -310,6 +310,24 @@ class StateStore:
         keys = ("seq", "decision_id", "llm", "kind", "quality", "good", "response_tokens", "embedding", "token_ids")
         return [dict(zip(keys, r)) for r in rows if r[7] is not None]
 
+    def outcomes_for(self, llm: str, after_seq: int) -> list[dict[str, Any]]:
+        """The outcomes logged for `llm` after `after_seq`, one per decision: for each field, the
+        latest value reported (feedback sent again with a correction replaces the earlier value)."""
+        rows = self.conn.execute(
+            "SELECT f.decision_id, f.quality, f.good, f.response_tokens, d.embedding, d.token_ids FROM feedback f "
+            "JOIN decisions d ON d.id = f.decision_id WHERE f.llm = ? AND f.seq > ? AND d.embedding IS NOT NULL "
+            "AND (f.quality IS NOT NULL OR f.good IS NOT NULL OR f.response_tokens IS NOT NULL) ORDER BY f.seq",
+            (llm, after_seq)).fetchall()
+        out: dict[str, dict[str, Any]] = {}
+        for did, quality, good, tokens, emb, ids in rows:
+            o = out.setdefault(did, {"quality": None, "good": None, "response_tokens": None,
+                                     "embedding": emb, "token_ids": ids})
+            if quality is not None or good is not None:  # a new label replaces the old, whichever its kind
+                o["quality"], o["good"] = quality, good
+            if tokens is not None:
+                o["response_tokens"] = tokens
+        return list(out.values())
+
     def stats(self) -> dict[str, Any]:
         c = self.conn
         per_llm: dict[str, dict[str, int]] = {}

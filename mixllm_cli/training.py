@@ -23,6 +23,7 @@ from .decision import route_indices
 from .errors import DataError
 from .features import build_features, fit_feature_spec
 from .predictors import LENGTH, QUALITY, ConstantHead, ForestHead, Head, KNNHead, LinearHead, MLPHead, save_head
+from .refit import TrainingRows, save_training_rows
 from .store import MANIFEST, MANIFEST_FORMAT, atomic_write_bytes, dump_json, publish_dir, sha256_file, staging_dir
 
 QUALITY_FAMILIES = ("logistic", "rf", "mlp", "knn")
@@ -32,6 +33,8 @@ DEFAULT_FAMILIES = {QUALITY: "logistic", LENGTH: "ridge"}
 PRESET_TARGETS = {"very-low": 0.05, "low": 0.10, "medium": 0.25, "high": 0.50}
 # Inverse regularisation of the logistic quality heads, chosen on training folds (docs/HEADS.md).
 LOGISTIC_C = 0.3
+RIDGE_ALPHA = 1.0
+TRAINING_ROWS = "training_rows.npz"
 MIN_OUTCOMES = 20  # fewer than this: a constant prior instead of a fitted head
 LAMBDA_GRID = np.logspace(-3, 4, 281)
 
@@ -147,7 +150,7 @@ def fit_head(family: str, kind: str, x: np.ndarray, y: np.ndarray, seed: int = 0
                               intercept=float(est.intercept_[0]), logistic=True)
         from sklearn.linear_model import Ridge
 
-        est = Ridge(alpha=1.0).fit(x, target)
+        est = Ridge(alpha=RIDGE_ALPHA).fit(x, target)
         return LinearHead(kind=kind, family="ridge", n_train=n, coef=est.coef_.astype(np.float32),
                           intercept=float(est.intercept_), logistic=False)
     if family == "rf":
@@ -300,6 +303,12 @@ def train_offline(
         shares = cost_shares(oof_q, cost_pred, real_cost, ref)
         presets = calibrate_presets(shares)
 
+        # The rows online refits start from (online.py): embeddings, token ids and outcomes.
+        save_training_rows(staging / TRAINING_ROWS, TrainingRows(
+            llm_ids=llm_ids, embeddings=enc.embeddings, token_ids=enc.token_ids,
+            quality=table.quality, response_tokens=table.response_tokens))
+        rows_meta = {"file": TRAINING_ROWS, "sha256": sha256_file(staging / TRAINING_ROWS), "llms": llm_ids}
+
         features_meta = None
         if spec is not None:
             np.savez(staging / "features.npz", **spec.to_arrays())
@@ -316,6 +325,7 @@ def train_offline(
                               "rows": len(records)},
             "families": families,
             "features": features_meta,
+            "training_rows": rows_meta,
             "cost_scale_usd": cost_scale,
             "reference_llm": llm_ids[ref],
             "presets": presets,

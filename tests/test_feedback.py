@@ -32,19 +32,25 @@ def stats(cli):
 def test_refined_feedback_moves_the_chosen_llms_quality_head(trained_home, cli):
     before = predicted(cli, CODE[0], "vendor/small")
     mid_before = predicted(cli, CODE[0], "mid")["predicted_quality"]
-    ds = route_ids(cli, CODE[0], 30, "--lambda", "0")
+    ds = route_ids(cli, CODE[0], 40, "--lambda", "0")
     assert {d["choice"] for d in ds} == {"vendor/small"}
-    for d in ds:  # offline it failed code; now it turns out to succeed, briefly
+    for d in ds[:31]:  # offline it failed code; now it turns out to succeed
         code, _, err = cli("feedback", d["decision_id"], "--quality", "1", "--response-tokens", "5")
         assert code == 0, err
+    # 31 new outcomes: below REFIT_MIN (32), the heads have not moved yet
+    assert predicted(cli, CODE[0], "vendor/small")["predicted_quality"] == before["predicted_quality"]
+    for d in ds[31:]:
+        assert cli("feedback", d["decision_id"], "--quality", "1", "--response-tokens", "5")[0] == 0
     after = predicted(cli, CODE[0], "vendor/small")
-    assert after["predicted_quality"] > before["predicted_quality"] + 0.005  # small steps (lr 0.002), right way
+    # refitted on 120 offline rows (60 code failures) + 40 successes on this very query
+    assert after["predicted_quality"] > before["predicted_quality"] + 0.1
     assert after["predicted_response_tokens"] < before["predicted_response_tokens"]
     # other LLMs' heads are untouched
     assert predicted(cli, CODE[0], "mid")["predicted_quality"] == mid_before
     s = stats(cli)
-    assert s["feedback"] == 30 and s["per_llm"]["vendor/small"]["refined_feedback"] == 30
-    assert s["online"]["updates_per_llm"]["vendor/small"]["refined"] == 30
+    assert s["feedback"] == 40 and s["per_llm"]["vendor/small"]["refined_feedback"] == 40
+    assert s["online"]["updates_per_llm"]["vendor/small"]["refined"] == 40
+    assert s["online"]["refits_per_llm"] == {"vendor/small": 1}
 
 
 def test_uncertainty_shrinks_with_feedback(trained_home, cli):
@@ -198,7 +204,7 @@ def test_updates_never_land_on_a_re_added_llms_new_heads(trained_home, cli, tmp_
         for i in range(60)))
     add = ["add-llm", "newbie", "--input-usd-per-mtok", "0.01", "--output-usd-per-mtok", "0.01", "--data", data]
     assert cli(*add)[0] == 0
-    ds = route_ids(cli, CODE[0], 20, "--lambda", "0")
+    ds = route_ids(cli, CODE[0], 40, "--lambda", "0")  # enough outcomes (>= REFIT_MIN) for a refit
     assert {d["choice"] for d in ds} == {"newbie"}
     for d in ds:
         assert cli("feedback", d["decision_id"], "--quality", "0")[0] == 0
@@ -216,9 +222,32 @@ def test_updates_never_land_on_a_re_added_llms_new_heads(trained_home, cli, tmp_
     j = router.llm_ids.index("newbie")
     assert router.predict([CODE[0]]).quality[0, j] == plain.predict([CODE[0]]).quality[0, j]
     # while an LLM that did get feedback keeps its updates
-    ds = route_ids(cli, CODE[0], 10, "--lambda", "0")
+    ds = route_ids(cli, CODE[0], 40, "--lambda", "0")
     for d in ds:
         assert cli("feedback", d["decision_id"], "--quality", "0")[0] == 0
     router = Router.load(trained_home)
     k = router.llm_ids.index(ds[0]["choice"])
+    assert router.online.refit[ds[0]["choice"]]["refits"] >= 1
     assert router.predict([CODE[0]]).quality[0, k] != plain.predict([CODE[0]]).quality[0, k]
+
+
+def test_rebuild_over_an_existing_snapshot_does_not_count_events_twice(trained_home, cli):
+    ds = route_ids(cli, CODE[0], 4, "--lambda", "1000")
+    for d in ds:
+        assert cli("feedback", d["decision_id"], "--good")[0] == 0
+    live = predicted(cli, CODE[0], "big")["uncertainty"]
+    assert cli("feedback", "--rebuild")[0] == 0  # the snapshot stays while the log is replayed
+    assert predicted(cli, CODE[0], "big")["uncertainty"] == pytest.approx(live, rel=1e-5)
+
+
+def test_refits_read_one_outcome_per_decision_the_latest_label(trained_home, cli):
+    from mixllm_cli.state import StateStore
+
+    (d,) = route_ids(cli, CODE[0], 1, "--lambda", "1000")
+    assert cli("feedback", d["decision_id"], "--quality", "0.2", "--response-tokens", "50")[0] == 0
+    assert cli("feedback", d["decision_id"], "--good")[0] == 0  # a later label replaces the first
+    assert cli("feedback", d["decision_id"], "--latency-ms", "900")[0] == 0  # latency alone: no outcome
+    store = StateStore.for_home(trained_home)
+    (o,) = store.outcomes_for(d["choice"], 0)
+    assert (o["quality"], o["good"], o["response_tokens"]) == (None, 1, 50)
+    assert store.outcomes_for(d["choice"], 10**9) == []

@@ -59,7 +59,12 @@ def test_add_llm_trains_only_its_own_heads(pool_home, newbie_data, cli):
     after = snapshot(pool_home)
     changed = {k for k in after if before.get(k) != after[k]}
     assert changed == {"artifacts/manifest.json", "models.yaml", "artifacts/heads/newbie.quality.joblib",
-                       "artifacts/heads/newbie.length.joblib", "artifacts/heads/newbie.ainv.npy"}
+                       "artifacts/heads/newbie.length.joblib", "artifacts/heads/newbie.ainv.npy",
+                       "artifacts/heads/newbie.rows.npz"}  # the rows its online refits start from
+    from mixllm_cli.refit import load_training_rows
+
+    rows = load_training_rows(pool_home / "artifacts" / "heads" / "newbie.rows.npz")
+    assert rows.llm_ids == ["newbie"] and rows.quality.shape == (80, 1)
     row = llms(cli)["newbie"]
     assert row["status"] == "trained" and row["outcomes"] == 80 and row["ttft_ms"] == 300
     code, out, _ = cli("route", CODE[0], "--json")
