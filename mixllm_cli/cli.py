@@ -35,6 +35,9 @@ CatalogueOpt = Annotated[
     typer.Option("--catalogue", help="LLM catalogue YAML (default: <home>/models.yaml, else the shipped models.yaml)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of a table.")]
+NoCacheOpt = Annotated[
+    bool, typer.Option("--no-cache", help="Do not read or write the embedding cache (<home>/cache/embeddings).")
+]
 BudgetOpt = Annotated[
     str | None,
     typer.Option("--budget", "-b", help="very-low | low | medium | high (default: medium)."),
@@ -73,6 +76,7 @@ def train_offline_cmd(
     quality_head: Annotated[str, typer.Option(help="Quality head family: logistic | rf | mlp | knn.")] = "logistic",
     length_head: Annotated[str, typer.Option(help="Length head family: ridge | rf | mlp | knn.")] = "ridge",
     seed: Annotated[int, typer.Option(help="Random seed for folds and estimators.")] = 0,
+    no_cache: NoCacheOpt = False,
 ) -> None:
     """Train per-LLM heads on full feedback and calibrate the budget presets.
 
@@ -93,7 +97,7 @@ def train_offline_cmd(
     with _progress() as progress:
         report = train_offline(data, cat, home_artifacts_dir(home), shipped_artifacts_dir() / "encoder",
                                families={"quality": quality_head, "length": length_head}, seed=seed,
-                               progress=progress)
+                               progress=progress, cache=_cache(home, no_cache))
     output.training_summary(report)
 
 
@@ -174,6 +178,7 @@ def evaluate_cmd(
     ] = None,
     no_penalty: Annotated[bool, typer.Option("--no-penalty", help="Stream: drop the waiting-time penalty.")] = False,
     strict_wait: Annotated[bool, typer.Option("--strict-wait", help="Stream: apply the hard waiting rule.")] = False,
+    no_cache: NoCacheOpt = False,
     home: HomeOpt = None,
     catalogue: CatalogueOpt = None,
 ) -> None:
@@ -195,10 +200,10 @@ def evaluate_cmd(
     records = read_dataset(data)
     stream = rate is not None or (records and all(r.arrival_s is not None for r in records))
     if stream:
-        report = evaluate_stream(router, records, rate_per_s=rate_per_s,
-                                 tolerance_s=_tolerance(max_wait_s), penalty=not no_penalty, strict=strict_wait)
+        report = evaluate_stream(router, records, rate_per_s=rate_per_s, tolerance_s=_tolerance(max_wait_s),
+                                 penalty=not no_penalty, strict=strict_wait, cache=_cache(home, no_cache))
     else:
-        report = evaluate(router, records)
+        report = evaluate(router, records, cache=_cache(home, no_cache))
     if as_json:
         output.json_line(report)
         return
@@ -399,6 +404,15 @@ def stats_cmd(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
         output.json_line(report)
         return
     output.stats_table(report)
+
+
+def _cache(home: Path | None, disabled: bool) -> Path | None:
+    """The embedding-cache folder of the home (embcache), or None with --no-cache."""
+    if disabled:
+        return None
+    from .embcache import cache_dir
+
+    return cache_dir(home)
 
 
 class _progress:

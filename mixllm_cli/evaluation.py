@@ -60,8 +60,10 @@ def oracle_indices(quality: np.ndarray, cost: np.ndarray) -> np.ndarray:
     return np.where(quality >= best_q, cost, np.inf).argmin(axis=1)
 
 
-def evaluate(router: Any, records: Sequence[Any], lambdas: dict[str, float] | None = None) -> dict[str, Any]:
-    """Score the router's presets (or the given named λ values) and the baselines on `records`."""
+def evaluate(router: Any, records: Sequence[Any], lambdas: dict[str, float] | None = None,
+             cache: Any = None) -> dict[str, Any]:
+    """Score the router's presets (or the given named λ values) and the baselines on `records`;
+    `cache` is an embedding-cache folder (embcache) or None."""
     llm_ids = list(router.llm_ids)
     table = outcome_table(records, llm_ids)
     missing = np.isnan(table.quality).any(axis=1)
@@ -72,7 +74,7 @@ def evaluate(router: Any, records: Sequence[Any], lambdas: dict[str, float] | No
     best = int(np.argmax(quality.mean(axis=0)))
     cheapest = int(np.argmin(cost.sum(axis=0)))
 
-    preds = router.predict(table.queries)
+    preds = router.predict(table.queries, cache)
     if lambdas is None:
         lambdas = {name: p.lam for name, p in router.artifacts.presets.items()}
     results = []
@@ -152,7 +154,7 @@ def simulate(choose: Any, arrivals: np.ndarray, quality: np.ndarray, cost: np.nd
 
 def evaluate_stream(router: Any, records: Sequence[Any], *, rate_per_s: float | None, tolerance_s: float = 30.0,
                     lambdas: dict[str, float] | None = None, penalty: bool = True,
-                    strict: bool = False, preds: Any = None) -> dict[str, Any]:
+                    strict: bool = False, preds: Any = None, cache: Any = None) -> dict[str, Any]:
     """The router at each budget and the baselines, replayed as a stream under a waiting tolerance."""
     from dataclasses import replace
 
@@ -168,7 +170,7 @@ def evaluate_stream(router: Any, records: Sequence[Any], *, rate_per_s: float | 
     estimates = [est_map[i] for i in llm_ids]
     slots = router.slots
     best = int(np.argmax(quality.mean(axis=0)))
-    preds = preds if preds is not None else router.predict(table.queries)
+    preds = preds if preds is not None else router.predict(table.queries, cache)
     weights = replace(router.weights, tolerance_s=tolerance_s, beta=router.weights.beta if penalty else 0.0)
     ref_q, ref_c = quality[:, best].sum(), cost[:, best].sum()
 

@@ -190,8 +190,11 @@ def _fit_new_llm(llm: LLM, data: Path, home: Path | str | None, progress: Progre
     families = base.manifest.get("families", {"quality": "logistic", "length": "ridge"})
 
     t0 = time.perf_counter()
-    enc = encode_with_progress(Encoder.from_dir(base.encoder_dir), table.queries,
-                               progress or (lambda *_: None))
+    from .embcache import cache_dir, encode_cached
+
+    encoder = Encoder.from_dir(base.encoder_dir)
+    enc, _ = encode_cached(lambda texts: encode_with_progress(encoder, texts, progress or (lambda *_: None)),
+                           base.encoder_dir, table.queries, cache_dir(home))
     report["seconds_embedding"] = round(time.perf_counter() - t0, 3)
 
     t1 = time.perf_counter()

@@ -245,8 +245,14 @@ class Router:
             token_ids=token_ids,
         )
 
-    def predict(self, queries: Sequence[str]) -> Predictions:
-        enc = self.encoder.encode(list(queries))
+    def predict(self, queries: Sequence[str], cache: Path | None = None) -> Predictions:
+        """Encode and predict; `cache` (a folder) reuses embeddings of the same texts (embcache)."""
+        if cache is None:
+            enc = self.encoder.encode(list(queries))
+        else:
+            from .embcache import encode_cached
+
+            enc, _ = encode_cached(self.encoder.encode, self.artifacts.encoder_dir, queries, cache)
         keys = explore_keys(queries) if self.cold_ids else None
         return self.predict_encoded(enc.embeddings, enc.token_ids, enc.n_tokens, keys)
 

@@ -241,8 +241,10 @@ def train_offline(
     folds: int = 5,
     seed: int = 0,
     progress: Progress = _no_progress,
+    cache: Path | None = None,
 ) -> dict[str, Any]:
-    """Train a complete artifact set from a routing dataset and publish it atomically at `out_dir`."""
+    """Train a complete artifact set from a routing dataset and publish it atomically at `out_dir`;
+    `cache` is an embedding-cache folder (embcache) or None."""
     from .dataset import read_dataset
     from .encoder import Encoder
 
@@ -254,8 +256,11 @@ def train_offline(
         raise DataError(f"{data_path}: no outcomes for any LLM of the catalogue ({', '.join(catalogue.ids)})")
     table = outcome_table(records, llm_ids)
 
+    from .embcache import encode_cached
+
     encoder = Encoder.from_dir(encoder_dir)
-    enc = encode_with_progress(encoder, table.queries, progress)
+    enc, _ = encode_cached(lambda texts: encode_with_progress(encoder, texts, progress), Path(encoder_dir),
+                           table.queries, cache)
     spec = fit_feature_spec(enc.token_ids, n_buckets) if n_buckets else None
     x = build_features(enc.embeddings, enc.token_ids, spec)
 

@@ -40,7 +40,7 @@ def newbie_data(tmp_path):
 
 def snapshot(home):
     """sha256 of every file under the home's artifact set and catalogue."""
-    files = sorted(p for p in home.rglob("*") if p.is_file() and "archive" not in p.parts)
+    files = sorted(p for p in home.rglob("*") if p.is_file() and not {"archive", "cache"} & set(p.parts))
     return {str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
