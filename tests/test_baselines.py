@@ -23,6 +23,7 @@ from mixllm_cli.baselines import (
     outcome_points,
     picks_outcome,
     reference_llm,
+    trade_picks,
 )
 from mixllm_cli.errors import DataError
 from mixllm_cli.frontier import aiq, curve, quality_at_cost
@@ -63,6 +64,14 @@ def test_picks_outcome_scores_missing_quality_as_zero_and_pays_the_call():
     c = np.array([[1.0, 2.0], [3.0, 4.0]])
     o = picks_outcome(7.0, np.array([0, 0]), q, c)
     assert o.quality.tolist() == [0.0, 0.5] and o.cost.tolist() == [1.0, 3.0] and o.param == 7.0
+
+
+def test_trade_picks_weighs_cost_by_one_over_lambda_and_breaks_ties_to_the_cheaper_llm():
+    q_hat = np.array([[1.0, 1.0, 0.0], [0.9, 0.5, 0.0]])
+    c = np.array([2.0, 1.0, 0.0])
+    assert trade_picks(q_hat, c, np.inf).tolist() == [1, 0]  # equal quality: the cheaper one, not the first
+    assert trade_picks(q_hat, c, 10.0).tolist() == [1, 1]  # 0.9 − 0.2 < 0.5 − 0.1
+    assert trade_picks(q_hat, c, 1e-6).tolist() == [2, 2]  # cost dominates
 
 
 def test_oracle_reaches_the_row_max_at_the_cheapest_tied_llm(data):
