@@ -67,10 +67,11 @@ def test_picks_outcome_scores_missing_quality_as_zero_and_pays_the_call():
 
 
 def test_trade_picks_weighs_cost_by_one_over_lambda_and_breaks_ties_to_the_cheaper_llm():
-    q_hat = np.array([[1.0, 1.0, 0.0], [0.9, 0.5, 0.0]])
+    q_hat = np.array([[1.0, 1.0, 0.0], [0.9, 0.85, 0.0]])
     c = np.array([2.0, 1.0, 0.0])
     assert trade_picks(q_hat, c, np.inf).tolist() == [1, 0]  # equal quality: the cheaper one, not the first
-    assert trade_picks(q_hat, c, 10.0).tolist() == [1, 1]  # 0.9 − 0.2 < 0.5 − 0.1
+    assert trade_picks(q_hat, c, 100.0).tolist() == [1, 0]  # row 2: 0.9 − 0.02 > 0.85 − 0.01
+    assert trade_picks(q_hat, c, 10.0).tolist() == [1, 1]  # row 2: 0.9 − 0.2 < 0.85 − 0.1
     assert trade_picks(q_hat, c, 1e-6).tolist() == [2, 2]  # cost dominates
 
 
