@@ -178,6 +178,13 @@ def evaluate_cmd(
     ] = None,
     no_penalty: Annotated[bool, typer.Option("--no-penalty", help="Stream: drop the waiting-time penalty.")] = False,
     strict_wait: Annotated[bool, typer.Option("--strict-wait", help="Stream: apply the hard waiting rule.")] = False,
+    sweep: Annotated[bool, typer.Option("--sweep", help="Sweep λ and report the quality–cost frontier and AIQ.")] = False,
+    lambdas: Annotated[int, typer.Option("--lambdas", help="Sweep: how many λ, log-spaced in [1e-6, 1e6].")] = 50,
+    baselines_from: Annotated[
+        Path | None,
+        typer.Option("--baselines-from", help="Sweep: fit the learned baselines on this training split (JSONL)."),
+    ] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Sweep: write a PNG of the curves (matplotlib).")] = None,
     no_cache: NoCacheOpt = False,
     home: HomeOpt = None,
     catalogue: CatalogueOpt = None,
@@ -188,6 +195,11 @@ def evaluate_cmd(
     serves `slots` calls at once, service times come from the recorded response tokens, and an
     answer that waited longer than --max-wait-s scores 0.
 
+    With --sweep: the router's curve over --lambdas values of λ, the single LLMs, their hull and the
+    oracle (and, with --baselines-from TRAIN.jsonl, the learned baselines fitted on TRAIN): AIQ over
+    cost shares [0, 1], % of the best LLM's quality at 10/15/20/25/50% of its cost, and the cost
+    share needed for 90/95/100% of its quality. Embeddings are cached by content hash.
+
     Example: mixllm evaluate data/routerbench/test.jsonl --rate 10/s --max-wait-s 30
     """
     from . import output
@@ -196,8 +208,29 @@ def evaluate_cmd(
     from .router import Router
 
     rate_per_s = parse_rate(rate) if rate else None  # a usage error before any loading
+    if not sweep and (baselines_from is not None or plot is not None):
+        raise UsageError("--baselines-from and --plot go with --sweep")
     router = Router.load(home, catalogue)
     records = read_dataset(data)
+    if sweep:
+        from .evaluation import sweep as run_sweep
+
+        train = read_dataset(baselines_from) if baselines_from is not None else None
+        with _progress() as progress:
+            report = run_sweep(router, records, n_lambdas=lambdas, train_records=train,
+                               cache=_cache(home, no_cache), rate_per_s=rate_per_s,
+                               tolerance_s=_tolerance(max_wait_s), penalty=not no_penalty,
+                               progress=lambda name: progress(f"fitting {name}", 0, 1))
+        if plot is not None:
+            from .plot import sweep_plot
+
+            sweep_plot(report, plot)
+            output.note(f"plot written to {plot}")
+        if as_json:
+            output.json_line(report)
+        else:
+            output.sweep_table(report)
+        return
     stream = rate is not None or (records and all(r.arrival_s is not None for r in records))
     if stream:
         report = evaluate_stream(router, records, rate_per_s=rate_per_s, tolerance_s=_tolerance(max_wait_s),

@@ -198,3 +198,88 @@ def evaluate_stream(router: Any, records: Sequence[Any], *, rate_per_s: float | 
     return {"rows": len(records), "best_llm": llm_ids[best], "tolerance_s": tolerance_s, "penalty": penalty,
             "strict_wait": strict, "rate_per_s": rate_per_s, "results": results,
             "note": "percentages are of the best LLM's quality and cost with no waiting constraint"}
+
+
+# ---------------------------------------------------------------- the λ sweep and the baselines
+
+
+def sweep(router: Any, records: Sequence[Any], *, n_lambdas: int = 50, train_records: Sequence[Any] | None = None,
+          cache: Any = None, rate_per_s: float | None = None, tolerance_s: float = 30.0, penalty: bool = True,
+          progress: Any = None) -> dict[str, Any]:
+    """The router's quality–cost curve over `n_lambdas` log-spaced λ in [1e-6, 1e6], its presets as
+    points, and the baselines' curves on the same split and the same features.
+
+    Without `train_records` only the baselines that need no training are shown (each single LLM,
+    their hull, the oracle); with it, every baseline of `baselines.default_baselines` is fitted on
+    the training records (scikit-learn needed). With `rate_per_s` the router's points are stream
+    replays under the waiting tolerance (as `evaluate_stream`); the baselines ignore waiting.
+    """
+    from dataclasses import replace
+
+    from . import baselines as bl
+    from .frontier import curve, lambda_grid
+    from .router import WaitPolicy
+
+    if n_lambdas < 2:
+        from .errors import UsageError
+
+        raise UsageError(f"--lambdas: need at least 2 values (got {n_lambdas})")
+    llm_ids = list(router.llm_ids)
+    table = outcome_table(records, llm_ids)
+    if np.isnan(table.cost_usd).any():
+        raise DataError("every LLM of the pool needs an outcome with a cost to evaluate")
+    quality, cost = table.quality, table.cost_usd
+    preds = router.predict(table.queries, cache)
+    ref = bl.reference_llm(quality)
+    lams = lambda_grid(n_lambdas)
+
+    if rate_per_s is None:
+        def outcome(lam: float) -> Any:
+            return bl.picks_outcome(lam, router.decide(preds, lam)[0], quality, cost)
+    else:
+        arrivals = arrival_times(records, rate_per_s)
+        est_map = router.latency_defaults()
+        weights = replace(router.weights, tolerance_s=tolerance_s, beta=router.weights.beta if penalty else 0.0)
+        policy = WaitPolicy(tolerance_s=tolerance_s)
+        q0 = np.nan_to_num(quality, nan=0.0)
+
+        def outcome(lam: float) -> Any:
+            sim = simulate(lambda i, w: router.choose_one(preds, i, w, lam, weights, policy)[0], arrivals, q0, cost,
+                           table.response_tokens, llm_ids, [est_map[i] for i in llm_ids], router.slots, tolerance_s)
+            return bl.Outcome(lam, sim["quality"], sim["cost"])
+
+    mixllm = [outcome(lam) for lam in lams]
+    presets = {name: outcome(p.lam) for name, p in router.artifacts.presets.items()}
+    ref_q, ref_c = float(np.nan_to_num(quality[:, ref]).sum()), float(cost[:, ref].sum())
+    label = "mixllm" if rate_per_s is None else f"mixllm (stream {rate_per_s:g}/s, τ {tolerance_s:g} s)"
+    curves = [curve(label, bl.outcome_points(mixllm, quality, cost, ref))]
+    if train_records is not None:
+        train = outcome_table(train_records, llm_ids)
+        from .features import build_features
+
+        tr_preds = router.predict(train.queries, cache)
+        x_tr = build_features(tr_preds.embeddings, tr_preds.token_ids, router.artifacts.features)
+        x_te = build_features(preds.embeddings, preds.token_ids, router.artifacts.features)
+        fitted = bl.compare(x_tr, train.quality, train.cost_usd, x_te, quality, cost, llm_ids, progress=progress)
+        # learned baselines first, then the hull of the single LLMs and the oracle, the single LLMs last
+        curves += sorted(fitted, key=lambda c: (c.name.startswith("always "), c.name.startswith(("single", "oracle"))))
+    else:
+        singles = [bl.picks_outcome(j, np.full(len(records), j), quality, cost) for j in range(len(llm_ids))]
+        pts = bl.outcome_points(singles, quality, cost, ref)
+        curves.append(curve("single LLMs (hull; RouterBench zero router)", pts))
+        oracle = bl.Oracle().fit(None, quality, cost)
+        curves.append(curve(oracle.name, bl.outcome_points(oracle.sweep(None, quality, cost), quality, cost, ref)))
+        curves += [curve(f"always {llm}", pts[j:j + 1]) for j, llm in enumerate(llm_ids)]
+    return {
+        "rows": len(records),
+        "best_llm": llm_ids[ref],
+        "lambdas": [float(v) for v in lams],
+        "stream": None if rate_per_s is None else {"rate_per_s": rate_per_s, "tolerance_s": tolerance_s,
+                                                   "penalty": penalty},
+        "presets": {name: {"lambda": router.artifacts.presets[name].lam,
+                           "cost_share": round(float(o.cost.sum() / ref_c), 6),
+                           "quality_share": round(float(o.quality.sum() / ref_q), 6)}
+                    for name, o in presets.items()},
+        "curves": [c.to_dict() for c in curves],
+        "baselines_trained_on": None if train_records is None else len(train_records),
+    }

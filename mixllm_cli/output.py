@@ -120,3 +120,40 @@ def stats_table(report: dict[str, Any]) -> None:
         table.add_row(llm, str(row.get("decisions", 0)), str(row.get("refined_feedback", 0)),
                       str(row.get("binary_feedback", 0)), str(sum(upd.values())) if upd else "0")
     _console().print(table)
+
+
+def sweep_markdown(report: dict[str, Any]) -> list[str]:
+    """The sweep's curves as a markdown table (the benchmarks and docs quote it)."""
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{100 * v:.1f}"
+
+    first = report["curves"][0]
+    shares, targets = list(first["quality_share_at_cost_share"]), list(first["cost_share_to_reach_quality_share"])
+    lo, hi = first["aiq_cost_range"]
+    head = (["policy", f"AIQ [{lo:g},{hi:g}]"] + [f"q@{100 * float(s):g}%" for s in shares]
+            + [f"c→{100 * float(t):g}%" for t in targets] + ["points"])
+    out = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for cv in report["curves"]:
+        cells = ([cv["name"], pct(cv["aiq"])] + [pct(cv["quality_share_at_cost_share"][s]) for s in shares]
+                 + [pct(cv["cost_share_to_reach_quality_share"][t]) for t in targets] + [str(len(cv["points"]))])
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def sweep_table(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    lines = sweep_markdown(report)
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    table = Table(show_edge=False, header_style="bold",
+                  title=f"% of always-{report['best_llm']}'s quality and cost; hull of each policy's points")
+    for k, col in enumerate(header):
+        table.add_column(col, justify="left" if k == 0 else "right")
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        table.add_row(*cells, style="bold" if cells[0].startswith("mixllm") else None)
+    console = _console()
+    console.print(table)
+    presets = ", ".join(f"{name} {100 * p['quality_share']:.2f}% at {100 * p['cost_share']:.2f}%"
+                        for name, p in report["presets"].items())
+    console.print(f"presets (quality at cost): {presets}")
