@@ -497,13 +497,17 @@ def compare(train_x: np.ndarray, train_q: np.ndarray, train_c: np.ndarray,
             llm_ids: Sequence[str], extra: dict[str, Sequence[Outcome]] | None = None,
             baselines: Sequence[Baseline] | None = None,
             cost_range: tuple[float, float] = DEFAULT_COST_RANGE, shares: Sequence[float] = DEFAULT_SHARES,
-            targets: Sequence[float] = DEFAULT_TARGETS, progress: Any = None) -> list[Curve]:
+            targets: Sequence[float] = DEFAULT_TARGETS, progress: Any = None,
+            replay: Any = None) -> list[Curve]:
     """Fit every baseline on train, sweep it on test, and return one `Curve` per policy.
 
     `extra` holds outcomes computed elsewhere on the same test split (mixllm's λ sweep) and comes
     first. Shares are of the test split's best single LLM (`reference_llm`). Single LLMs give one
     curve each (a point) plus "single LLMs (hull)": the hull of all of them, RouterBench's Zero router
     (random mixes of fixed LLMs, no query information).
+
+    `replay(baseline, test_x) -> (name, outcomes) | None` may replace a baseline's own sweep (the
+    stream evaluation replays picks through the waiting-time simulator); None keeps `sweep`.
     """
     tq, tc = check_split(test_x, test_q, test_c)
     check_split(train_x, train_q, train_c)
@@ -517,10 +521,12 @@ def compare(train_x: np.ndarray, train_q: np.ndarray, train_c: np.ndarray,
         if progress is not None:
             progress(b.name)
         b.fit(train_x, train_q, train_c)
-        pts = outcome_points(b.sweep(test_x, tq, tc), tq, tc, ref)
+        replayed = replay(b, test_x) if replay is not None else None
+        name, outs = replayed if replayed is not None else (b.name, b.sweep(test_x, tq, tc))
+        pts = outcome_points(outs, tq, tc, ref)
         if isinstance(b, SingleLLM):
             singles.append(pts)
-        curves.append(curve(b.name, pts, **kw))
+        curves.append(curve(name, pts, **kw))
     if singles:
         curves.append(curve("single LLMs (hull; RouterBench zero router)", np.vstack(singles), **kw))
     return curves

@@ -233,6 +233,7 @@ def sweep(router: Any, records: Sequence[Any], *, n_lambdas: int = 50, train_rec
     ref = bl.reference_llm(quality)
     lams = lambda_grid(n_lambdas)
 
+    replay = None
     if rate_per_s is None:
         def outcome(lam: float) -> Any:
             return bl.picks_outcome(lam, router.decide(preds, lam)[0], quality, cost)
@@ -243,10 +244,21 @@ def sweep(router: Any, records: Sequence[Any], *, n_lambdas: int = 50, train_rec
         policy = WaitPolicy(tolerance_s=tolerance_s)
         q0 = np.nan_to_num(quality, nan=0.0)
 
+        def replayed(param: float, choose: Any) -> Any:
+            sim = simulate(choose, arrivals, q0, cost, table.response_tokens, llm_ids, [est_map[i] for i in llm_ids],
+                           router.slots, tolerance_s)
+            return bl.Outcome(param, sim["quality"], sim["cost"])
+
         def outcome(lam: float) -> Any:
-            sim = simulate(lambda i, w: router.choose_one(preds, i, w, lam, weights, policy)[0], arrivals, q0, cost,
-                           table.response_tokens, llm_ids, [est_map[i] for i in llm_ids], router.slots, tolerance_s)
-            return bl.Outcome(lam, sim["quality"], sim["cost"])
+            return replayed(lam, lambda i, w: router.choose_one(preds, i, w, lam, weights, policy)[0])
+
+        def replay(b: Any, x: np.ndarray) -> Any:
+            """Baselines that pick one LLM per query are replayed through the same queues (they do
+            not look at waits); the others are reported as swept, marked."""
+            if type(b).sweep is not bl.Baseline.sweep:
+                return f"{b.name} (waits not simulated)", b.sweep(x, quality, cost)
+            params = b.default_params()
+            return b.name, [replayed(p, lambda i, w, idx=idx: int(idx[i])) for p, idx in zip(params, b.route(x, params))]
 
     mixllm = [outcome(lam) for lam in lams]
     presets = {name: outcome(p.lam) for name, p in router.artifacts.presets.items()}
@@ -260,19 +272,32 @@ def sweep(router: Any, records: Sequence[Any], *, n_lambdas: int = 50, train_rec
         tr_preds = router.predict(train.queries, cache)
         x_tr = build_features(tr_preds.embeddings, tr_preds.token_ids, router.artifacts.features)
         x_te = build_features(preds.embeddings, preds.token_ids, router.artifacts.features)
-        fitted = bl.compare(x_tr, train.quality, train.cost_usd, x_te, quality, cost, llm_ids, progress=progress)
+        policies = bl.default_baselines(llm_ids)
+        fitted = bl.compare(x_tr, train.quality, train.cost_usd, x_te, quality, cost, llm_ids, progress=progress,
+                            replay=replay, baselines=policies)
+        notes = {b.name: b.faithful_to for b in policies if not isinstance(b, bl.SingleLLM)}
+        for b in policies:
+            if isinstance(b, bl.ThresholdRouter):
+                notes[b.name] += f" Here: strong {llm_ids[b.strong]}, weak {llm_ids[b.weak]}."
+            if isinstance(b, bl.Cascade):
+                notes[b.name] += f" Here the chain is {' → '.join(llm_ids[j] for j in b.chain)}."
         # learned baselines first, then the hull of the single LLMs and the oracle, the single LLMs last
         curves += sorted(fitted, key=lambda c: (c.name.startswith("always "), c.name.startswith(("single", "oracle"))))
     else:
-        singles = [bl.picks_outcome(j, np.full(len(records), j), quality, cost) for j in range(len(llm_ids))]
+        if replay is None:
+            singles = [bl.picks_outcome(j, np.full(len(records), j), quality, cost) for j in range(len(llm_ids))]
+        else:
+            singles = [replayed(j, lambda i, w, j=j: j) for j in range(len(llm_ids))]
         pts = bl.outcome_points(singles, quality, cost, ref)
         curves.append(curve("single LLMs (hull; RouterBench zero router)", pts))
         oracle = bl.Oracle().fit(None, quality, cost)
-        curves.append(curve(oracle.name, bl.outcome_points(oracle.sweep(None, quality, cost), quality, cost, ref)))
+        curves.append(curve(oracle.name + ("" if replay is None else " (waits not simulated)"),
+                            bl.outcome_points(oracle.sweep(None, quality, cost), quality, cost, ref)))
         curves += [curve(f"always {llm}", pts[j:j + 1]) for j, llm in enumerate(llm_ids)]
     return {
         "rows": len(records),
         "best_llm": llm_ids[ref],
+        "baselines": notes if train_records is not None else {},
         "lambdas": [float(v) for v in lams],
         "stream": None if rate_per_s is None else {"rate_per_s": rate_per_s, "tolerance_s": tolerance_s,
                                                    "penalty": penalty},

@@ -54,6 +54,10 @@ from .training import LOGISTIC_C, MIN_OUTCOMES, RIDGE_ALPHA
 SNAPSHOT = Path("online") / "snapshot.npz"
 REFIT_MIN = 32
 REFIT_GROWTH = 0.10
+# Keep each LLM's shrinkage what it was offline: scale the data weight by n_offline / n_rows, so an
+# LLM the router picks often (many logged rows) is not fitted less regularised than one it rarely
+# picks (their predictions are compared against each other in every decision).
+KEEP_SHRINKAGE = False
 KAPPA_CAP = 0.05
 DF_LR = 1e-3
 DF_HIDDEN = 64
@@ -239,9 +243,11 @@ class OnlineModel:
             if not isinstance(head, LinearHead) or keep.sum() < MIN_OUTCOMES or np.ptp(y[keep]) == 0:
                 continue
             coef, intercept = self.heads.get(llm, {}).get(kind, (head.coef, head.intercept))
+            n_off = int(np.sum(~np.isnan(targets[kind][:len(targets[kind]) - len(logged)])))
+            scale = n_off / keep.sum() if KEEP_SHRINKAGE and n_off else 1.0
             self.heads.setdefault(llm, {})[kind] = refit_linear(
                 x_all[keep], y[keep], logistic=head.logistic, coef=coef, intercept=intercept,
-                c=LOGISTIC_C, alpha=RIDGE_ALPHA)
+                c=LOGISTIC_C * scale, alpha=RIDGE_ALPHA / scale)
         r["fitted"] = r["outcomes"]
         r["refits"] += 1
 
