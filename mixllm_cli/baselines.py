@@ -412,8 +412,8 @@ class Cascade(Baseline):
     name = "cascade (FrugalGPT/AutoMix-style)"
     faithful_to = ("FrugalGPT (Chen et al. 2023) / AutoMix (Madaan et al. 2023) in spirit: an LLM chain by cost "
                    "and a per-stage acceptance score, every call tried is paid. Differences: the score is a "
-                   "per-LLM logistic success predictor that sees the query only (the data hold no answer text, "
-                   "so no answer-aware scorer or self-verification), one threshold shared by all stages, and "
+                   "per-LLM logistic success predictor that sees the query only (mixllm's routing datasets hold no answer "
+                   "text, so no answer-aware scorer or self-verification), one threshold shared by all stages, and "
                    "the chain is the training Pareto front rather than FrugalGPT's searched permutation. A "
                    "query-only score makes the cascade a router that also pays for the rejected calls.")
 
