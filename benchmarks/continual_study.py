@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -95,7 +96,7 @@ def main() -> None:
     ap.add_argument("--refit-min", type=int, default=None)
     ap.add_argument("--refit-growth", type=float, default=None)
     ap.add_argument("--kappa-cap", type=float, default=None)
-    ap.add_argument("--keep-shrinkage", action="store_true", help="refits keep the offline regularisation per row")
+    ap.add_argument("--refit", action="store_true", help="switch head refits on (MIXLLM_ONLINE_REFIT=1)")
     ap.add_argument("--ratios", default="0.8,0.5,0.3", help="offline shares to run (comma-separated)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the offline/online split")
     args = ap.parse_args()
@@ -104,7 +105,8 @@ def main() -> None:
     for flag, const in (("refit_min", "REFIT_MIN"), ("refit_growth", "REFIT_GROWTH"), ("kappa_cap", "KAPPA_CAP")):
         if getattr(args, flag) is not None:
             setattr(online, const, getattr(args, flag))
-    online.KEEP_SHRINKAGE = online.KEEP_SHRINKAGE or args.keep_shrinkage
+    if args.refit:
+        os.environ[online.REFIT_ENV] = "1"
     cat = load_catalogue(ROOT / "models.yaml")
     train = read_dataset(ROOT / "data/routerbench/train.jsonl")
     test = read_dataset(ROOT / "data/routerbench/test.jsonl")
@@ -120,7 +122,7 @@ def main() -> None:
     title = (f"Test quality at the `{args.preset}` preset (mean quality ×100; in brackets % of always-GPT-4's "
              "quality / cost).")
     settings = (f"online settings: refit after >= {online.REFIT_MIN} new outcomes and >= "
-                f"{online.REFIT_GROWTH:.0%} more rows{', offline shrinkage kept' if online.KEEP_SHRINKAGE else ''}, "
+                f"{online.REFIT_GROWTH:.0%} more rows ({'on' if online.refits_enabled() else 'off'}), "
                 f"κ cap {online.KAPPA_CAP:g}; split seed {args.seed}; evaluated on {'a validation split of train' if args.validation else 'the test split'}")
     # The ceiling: every outcome of the online part known offline (full feedback on all of train).
     # No online learner from partial feedback can be expected to beat it.

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -54,14 +55,17 @@ from .training import LOGISTIC_C, MIN_OUTCOMES, RIDGE_ALPHA
 SNAPSHOT = Path("online") / "snapshot.npz"
 REFIT_MIN = 32
 REFIT_GROWTH = 0.10
-# Keep each LLM's shrinkage what it was offline: scale the data weight by n_offline / n_rows, so an
-# LLM the router picks often (many logged rows) is not fitted less regularised than one it rarely
-# picks (their predictions are compared against each other in every decision).
-KEEP_SHRINKAGE = False
+# Head refits are opt-in (MIXLLM_ONLINE_REFIT=1): in the continual-training study they moved the
+# router towards the cheap LLMs and lost quality at equal cost on some splits (docs/ONLINE.md).
+REFIT_ENV = "MIXLLM_ONLINE_REFIT"
 KAPPA_CAP = 0.05
 DF_LR = 1e-3
 DF_HIDDEN = 64
 REWARD_WINDOW = 100
+
+
+def refits_enabled() -> bool:
+    return os.environ.get(REFIT_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _stem(llm: str) -> str:
@@ -199,7 +203,10 @@ class OnlineModel:
                 self.baseline += (r - self.baseline) / max(n, 1)
 
     def refit_due(self, artifacts: Any) -> list[str]:
-        """LLMs with at least REFIT_MIN new outcomes and REFIT_GROWTH more rows than at their last fit."""
+        """LLMs with at least REFIT_MIN new outcomes and REFIT_GROWTH more rows than at their last fit
+        (none unless refits are switched on: `refits_enabled`)."""
+        if not refits_enabled():
+            return []
         due = []
         for llm, r in self.refit.items():
             meta = artifacts.manifest.get("heads", {}).get(llm)
@@ -243,11 +250,9 @@ class OnlineModel:
             if not isinstance(head, LinearHead) or keep.sum() < MIN_OUTCOMES or np.ptp(y[keep]) == 0:
                 continue
             coef, intercept = self.heads.get(llm, {}).get(kind, (head.coef, head.intercept))
-            n_off = int(np.sum(~np.isnan(targets[kind][:len(targets[kind]) - len(logged)])))
-            scale = n_off / keep.sum() if KEEP_SHRINKAGE and n_off else 1.0
             self.heads.setdefault(llm, {})[kind] = refit_linear(
                 x_all[keep], y[keep], logistic=head.logistic, coef=coef, intercept=intercept,
-                c=LOGISTIC_C * scale, alpha=RIDGE_ALPHA / scale)
+                c=LOGISTIC_C, alpha=RIDGE_ALPHA)
         r["fitted"] = r["outcomes"]
         r["refits"] += 1
 

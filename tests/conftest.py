@@ -71,6 +71,7 @@ def isolated_home(tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("MIXLLM_HOME", str(home))
     monkeypatch.delenv("MIXLLM_DEBUG", raising=False)
+    monkeypatch.delenv("MIXLLM_ONLINE_REFIT", raising=False)
     return home
 
 

@@ -29,7 +29,18 @@ def stats(cli):
     return json.loads(out)
 
 
-def test_refined_feedback_moves_the_chosen_llms_quality_head(trained_home, cli):
+def test_heads_are_not_refitted_unless_switched_on(trained_home, cli):
+    before = predicted(cli, CODE[0], "vendor/small")
+    for d in route_ids(cli, CODE[0], 40, "--lambda", "0"):
+        assert cli("feedback", d["decision_id"], "--quality", "1", "--response-tokens", "5")[0] == 0
+    after = predicted(cli, CODE[0], "vendor/small")
+    assert after["predicted_quality"] == before["predicted_quality"]
+    assert after["uncertainty"] < before["uncertainty"]  # A⁻¹ still learns
+    assert stats(cli)["online"]["refits_per_llm"] == {}
+
+
+def test_refined_feedback_moves_the_chosen_llms_quality_head(trained_home, cli, monkeypatch):
+    monkeypatch.setenv("MIXLLM_ONLINE_REFIT", "1")
     before = predicted(cli, CODE[0], "vendor/small")
     mid_before = predicted(cli, CODE[0], "mid")["predicted_quality"]
     ds = route_ids(cli, CODE[0], 40, "--lambda", "0")
@@ -194,9 +205,10 @@ def test_policy_gradient_step_matches_finite_differences():
         assert grad[idx] == pytest.approx(numeric, rel=1e-3, abs=1e-6)
 
 
-def test_updates_never_land_on_a_re_added_llms_new_heads(trained_home, cli, tmp_path):
+def test_updates_never_land_on_a_re_added_llms_new_heads(trained_home, cli, tmp_path, monkeypatch):
     """Feedback for `newbie`, then newbie is removed and added again from other data: its new heads
     serve as trained, untouched by the old updates."""
+    monkeypatch.setenv("MIXLLM_ONLINE_REFIT", "1")
     rng = np.random.default_rng(3)
     data = tmp_path / "newbie.jsonl"
     data.write_text("".join(json.dumps({"id": f"n{i}", "query": (CODE + CHAT)[i % 10], "outcomes": {"newbie": {
