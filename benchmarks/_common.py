@@ -35,3 +35,12 @@ def encode_cached(encoder_dir: Path, texts: list[str], tag: str = "") -> Encoded
     flat = np.concatenate(enc.token_ids) if enc.token_ids else np.zeros(0, np.int32)
     np.savez(path, emb=enc.embeddings, ids=flat, offsets=offsets, n=enc.n_tokens)
     return enc
+
+
+def emit(lines: list[str], write: str | None) -> str:
+    """Print a study's markdown lines and, with --write, save them; returns the text."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if write:
+        Path(write).write_text(text)
+    return text

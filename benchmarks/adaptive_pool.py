@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import yaml
+from _common import ROOT, emit
 
-ROOT = Path(__file__).resolve().parent.parent
 HELD_OUT = {
     "mistralai/mixtral-8x7b-chat": (0.6, 0.6),
     "zero-one-ai/Yi-34B-Chat": (0.8, 0.8),
@@ -88,10 +88,7 @@ def main() -> None:
                      f"whole command {r['seconds_command']:.1f} s (start-up included)")
     lines.append(f"remove-llm zero-one-ai/Yi-34B-Chat: library call {removed['seconds_total']:.3f} s, "
                  f"whole command {t_remove:.2f} s (start-up included)")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        Path(args.write).write_text(text)
+    emit(lines, args.write)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import emit
+
 from mixllm_cli.catalogue import load_catalogue
 from mixllm_cli.dataset import read_dataset
 from mixllm_cli.encoder import Encoder
@@ -168,10 +170,7 @@ def main() -> None:
     rate_line = (f"feedback throughput (record + online update, micro-batches of ≤64 events): "
                  f"{min(rates):.0f}–{max(rates):.0f} events/s")
     lines += ["", rate_line]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        Path(args.write).write_text(text)
+    emit(lines, args.write)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,9 @@ with the task; per-LLM Platt recalibration (nested in the folds) and temperature
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
-from _common import ROOT, encode_cached
+from _common import ROOT, emit, encode_cached
 from compare_heads import frontier
 
 from mixllm_cli.catalogue import load_catalogue
@@ -93,10 +92,7 @@ def main() -> None:
     report("Platt recalibration per LLM (nested)", platt)
     for temp in (1.5, 2.0):
         report(f"sharpened logit ×{temp:g}", 1 / (1 + np.exp(-temp * z)))
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        Path(args.write).write_text(text)
+    emit(lines, args.write)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import ROOT
+from _common import ROOT, emit
 from continual_study import online_phase, test_quality
 
 from mixllm_cli.catalogue import load_catalogue
@@ -78,10 +78,7 @@ def main() -> None:
     mean_off, mean_on = np.mean(drops, axis=0)
     lines += ["", (f"mean change from in-domain: offline only {mean_off:+.2f}%, with online feedback {mean_on:+.2f}% "
                   "(paper: −5.44% and −3.35%)")]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        Path(args.write).write_text(text)
+    emit(lines, args.write)
 
 
 if __name__ == "__main__":

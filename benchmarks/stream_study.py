@@ -20,6 +20,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import emit
+
 from mixllm_cli.dataset import read_dataset
 from mixllm_cli.evaluation import evaluate_stream, parse_rate
 from mixllm_cli.router import Router
@@ -71,10 +73,7 @@ def main() -> None:
         lines.append(f"{m}: quality peaks at λ = {list(grid)[peak]} ({q[peak]:.2f}%), ends at {q[-1]:.2f}% "
                      f"(a fall of {drops:.2f} points); largest step down along the sweep: "
                      f"{float(np.max(-np.diff(q), initial=0)):.2f} points")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        Path(args.write).write_text(text)
+    emit(lines, args.write)
 
 
 if __name__ == "__main__":
