@@ -406,6 +406,40 @@ def stats_cmd(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
     output.stats_table(report)
 
 
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8080,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", help="State store URL: postgresql://USER@HOST:PORT/DB to share one state between "
+                                     "replicas (default: $MIXLLM_STORE, else <home>/state.sqlite3)."),
+    ] = None,
+    log_queries: Annotated[
+        bool, typer.Option("--log-queries", help="Keep the raw query text in the decision log (default: a hash).")
+    ] = False,
+    home: HomeOpt = None,
+    catalogue: CatalogueOpt = None,
+) -> None:
+    """Serve the router over HTTP: /v1/route, /v1/feedback, /v1/llms, /v1/chat/completions, /metrics.
+
+    Needs the serve extra: pip install -e '.[serve]'. The OpenAPI schema is at /docs and /openapi.json.
+
+    Example: mixllm serve --port 8080 --store postgresql://mixllm@127.0.0.1:5432/mixllm
+    """
+    try:
+        from .server import Service, serve
+    except ImportError as exc:
+        raise MixLLMError(f"mixllm serve needs the serve extra ({exc.name} is missing): "
+                          "python -m pip install -e '.[serve]'") from None
+    from . import output
+
+    service = Service(home, catalogue, store, log_queries=log_queries)  # fails fast: one Error: line
+    output.note(f"mixllm serving {len(service.router.llm_ids)} LLMs on http://{host}:{port} "
+                f"(store: {service.store_name}; OpenAPI at /docs)")
+    serve(service, host, port)
+
+
 def _cache(home: Path | None, disabled: bool) -> Path | None:
     """The embedding-cache folder of the home (embcache), or None with --no-cache."""
     if disabled:
