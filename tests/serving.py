@@ -1,6 +1,6 @@
-"""Test helpers: run an ASGI app on a real loopback port in a thread, and a fake OpenAI-style upstream."""
+"""Test helpers: run an ASGI app on a real loopback port in a thread, and a fake OpenAI-style upstream.
 
-from __future__ import annotations
+(No `from __future__ import annotations`: FastAPI must see the handler's real `Request` type.)"""
 
 import contextlib
 import json
@@ -9,6 +9,9 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 
 
 @contextlib.contextmanager
@@ -39,9 +42,6 @@ def fake_upstream() -> tuple[Any, list[dict[str, Any]]]:
     """An OpenAI-compatible chat-completions provider: answers "answer from <model>" word by word,
     reports usage (prompt 12 tokens, completion = the words), and fails for the model `broken`.
     Returns the app and the list of (headers, body) it received."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, StreamingResponse
-
     app = FastAPI()
     seen: list[dict[str, Any]] = []
 
