@@ -9,11 +9,16 @@ The service is a thin client of the library, like the CLI: `/v1/route` returns `
   encoded in one encoder call and admitted in one store transaction, in arrival order, so the
   encoder and the store's write lock are paid once per batch, not once per request, and a
   replica under load batches more, not less.
-- Blocking work runs on single-thread executors, each with its own store connection: `route`
-  (encoder + queue transaction), `feedback` (the log), `learn` (folding the log into the online
-  snapshot, coalesced: one catch-up at a time), `read` (listing, health, metrics). A slow refit
+- A batch is encoded and admitted on the event-loop thread itself. Routing is CPU-bound work
+  and a replica has one of it at a time; handing it to a worker thread cost two thread wake-ups
+  per batch, which on a busy 2-core machine measured ~4 ms per request and ~15% of throughput
+  (docs/SERVE.md). The price: other requests (health, metrics, the relay of a streamed chat
+  completion) wait for the batch in progress, tens of milliseconds; scale with replicas.
+- Other blocking work runs on single-thread executors, each with its own store connection:
+  `feedback` (the log), `learn` (folding the log into the online snapshot, coalesced: one
+  catch-up at a time, at most one a second), `read` (listing, health, metrics). A slow refit
   never delays routing.
-- The online state is re-read by the route thread at most every REFRESH_S seconds when the
+- The online state is re-read by the routing code at most every REFRESH_S seconds when the
   snapshot changed (the file's mtime with SQLite, `online_snapshot.last_seq` with PostgreSQL), so
   feedback given to any replica reaches every replica.
 
@@ -46,10 +51,12 @@ from .router import MAX_QUERY_CHARS, Router, WaitPolicy, check_query
 from .upstream import UpstreamError
 
 MAX_BATCH = 64  # queries per encoder call / store transaction
+BATCH_WINDOW_S = 0.002  # after a batch of several, wait this long for the next one to gather
 MAX_QUERIES_PER_REQUEST = 256
 MAX_FEEDBACK_PER_REQUEST = 1000
 MAX_BODY_BYTES = 4 * 1024 * 1024
-REFRESH_S = 1.0
+REFRESH_S = 1.0  # how often the route thread looks for a newer online snapshot
+LEARN_INTERVAL_S = 1.0  # the least time between two folds of the feedback log into the snapshot
 LLM_HEADER = "x-mixllm-llm"
 DECISION_HEADER = "x-mixllm-decision-id"
 
@@ -178,10 +185,12 @@ class Service:
         self.router.predict(["warm up"])  # load the encoder now, not on the first request
         self._stores: dict[str, Any] = {}
         self._exec = {name: ThreadPoolExecutor(1, thread_name_prefix=f"mixllm-{name}")
-                      for name in ("route", "feedback", "learn", "read")}
+                      for name in ("feedback", "learn", "read")}
         self._pending: list[_Pending] = []
         self._drainer: asyncio.Task | None = None
+        self._last_batch = 0
         self._learn_queued = False
+        self._learned_at = 0.0
         self._checked = time.monotonic()
         self._upstream_mask = np.array([self.router.catalogue.get(i).base_url is not None
                                         for i in self.router.llm_ids])
@@ -191,7 +200,8 @@ class Service:
     # -------------------------------------------------------------- threads and stores
 
     def _store(self, name: str) -> Any:
-        """The store of executor `name`, opened in its own thread (SQLite connections stay there)."""
+        """The store of executor `name` (or `route`, the event loop's), opened in the thread that uses it
+        (SQLite connections stay in their thread)."""
         if name not in self._stores:
             from .state import open_store
 
@@ -207,6 +217,7 @@ class Service:
             store.close()
 
     def close(self) -> None:
+        self._close_store("route")
         for name, ex in self._exec.items():
             with contextlib.suppress(Exception):
                 ex.submit(self._close_store, name).result(timeout=5)  # in its own thread, like it was opened
@@ -224,13 +235,17 @@ class Service:
 
     async def _drain(self) -> None:
         while self._pending:
+            if self._last_batch > 1 and sum(len(p.texts) for p in self._pending) < MAX_BATCH:
+                # Under concurrent load the callers of the last batch are sending their next
+                # requests right now: a moment's wait makes the next batch full instead of 1.
+                await asyncio.sleep(BATCH_WINDOW_S)
             batch, size = [], 0
             while self._pending and (not batch or size + len(self._pending[0].texts) <= MAX_BATCH):
                 p = self._pending.pop(0)
                 batch.append(p)
                 size += len(p.texts)
             try:
-                results = await self.run("route", self._route_batch, batch)
+                results = self._route_batch(batch)  # on this thread: see the module docstring
             except Exception as exc:  # noqa: BLE001 -- passed on: every request of the batch gets it
                 for p in batch:
                     if not p.future.done():
@@ -239,9 +254,10 @@ class Service:
             for p, r in zip(batch, results):
                 if not p.future.done():
                     p.future.set_result(r)
+            self._last_batch = size
 
     def _route_batch(self, batch: list[_Pending]) -> list[list[Any]]:
-        """In the route thread: one encoder call for the batch, one transaction per waiting policy."""
+        """One encoder call for the batch, one store transaction per waiting policy."""
         self._maybe_refresh_online()
         store = self._store("route")
         texts = [t for p in batch for t in p.texts]
@@ -322,7 +338,11 @@ class Service:
         def learn() -> None:
             from .online import catch_up
 
+            # At most one pass per LEARN_INTERVAL_S: under load, feedback folds in micro-batches
+            # instead of re-reading and re-writing the snapshot for every event.
+            time.sleep(max(0.0, self._learned_at + LEARN_INTERVAL_S - time.monotonic()))
             self._learn_queued = False  # feedback arriving from now on needs another pass
+            self._learned_at = time.monotonic()
             catch_up(self.home, self.router.offline_artifacts, self._store("learn"))
 
         self._exec["learn"].submit(learn)

@@ -34,7 +34,8 @@ MIGRATE_LOCK = QUEUE_LOCK + 1
 CONNECT_TIMEOUT_S = 10
 
 MIGRATIONS: tuple[str, ...] = (
-    # 1: the SQLite schema's versions 1 and 2 in PostgreSQL types, plus the shared online snapshot
+    # 1: the SQLite schema's versions 1 and 2 in PostgreSQL types, plus the shared online snapshot (stored
+    # uncompressed: float arrays barely compress, and compressing megabytes on every save costs CPU)
     """
     CREATE TABLE decisions (
         id TEXT PRIMARY KEY,
@@ -97,6 +98,7 @@ MIGRATIONS: tuple[str, ...] = (
         saved_s DOUBLE PRECISION NOT NULL,
         data BYTEA NOT NULL
     );
+    ALTER TABLE online_snapshot ALTER COLUMN data SET STORAGE EXTERNAL;
     """,
 )
 
