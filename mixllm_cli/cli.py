@@ -138,13 +138,13 @@ def route_cmd(
     """
     from . import output
     from .router import Router, WaitPolicy, check_query
-    from .state import StateStore
+    from .state import open_store
 
     if (query is None) == (jsonl is None):
         raise UsageError("give either a QUERY or --jsonl FILE, not both and not neither")
-    router = Router.load(home, catalogue)
+    state = None if no_queue else open_store(home)  # $MIXLLM_STORE, else <home>/state.sqlite3
+    router = Router.load(home, catalogue, store=state)
     policy = WaitPolicy(tolerance_s=_tolerance(max_wait_s), strict=strict_wait)
-    state = None if no_queue else StateStore.for_home(home)
     if jsonl is not None:
         from .routing_stream import route_jsonl
 
@@ -333,11 +333,11 @@ def feedback_cmd(
     from . import output
     from .feedback import parse_feedback, record_feedback
     from .router import Router
-    from .state import StateStore
+    from .state import open_store
     from .store import home_dir
 
-    router = Router.load(home, catalogue)
-    store = StateStore.for_home(home)
+    store = open_store(home)  # $MIXLLM_STORE, else <home>/state.sqlite3
+    router = Router.load(home, catalogue, store=store)
     if rebuild:
         if decision_id or jsonl:
             raise UsageError("--rebuild: give no DECISION_ID and no --jsonl")
@@ -387,14 +387,14 @@ def stats_cmd(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
     Example: mixllm stats --json
     """
     from . import output
-    from .state import StateStore
+    from .state import open_store
 
-    store = StateStore.for_home(home)
-    report = store.stats() if store.path.is_file() else {"decisions": 0, "feedback": 0, "per_llm": {}}
+    store = open_store(home)  # $MIXLLM_STORE, else <home>/state.sqlite3
+    report = store.stats() if store.exists() else {"decisions": 0, "feedback": 0, "per_llm": {}}
     from .router import Router
 
     try:
-        online = Router.load(home).online
+        online = Router.load(home, store=store).online
     except MixLLMError:
         online = None
     report["online"] = None if online is None else {

@@ -4,6 +4,7 @@ one logic layer, so every behaviour here must be the same on each."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -213,3 +214,34 @@ def test_a_killed_process_leaves_no_half_written_rows_and_no_lock(trained_home, 
     (proc2,) = _workers(trained_home, store_url, 1, 0.5)  # the lock died with the process
     out, err = proc2.communicate(timeout=60)
     assert proc2.returncode == 0 and out.split(), err
+
+
+def test_the_cli_uses_the_store_named_by_mixllm_store(trained_home, cli, pg_url, monkeypatch):
+    """`route`, `feedback`, `llms` and `stats` work on a PostgreSQL store too (MIXLLM_STORE), and
+    nothing lands in the home's SQLite file."""
+    monkeypatch.setenv("MIXLLM_STORE", pg_url)
+    code, out, err = cli("route", CODE[0], "--json", "--lambda", "1000", "--max-wait-s", "1000")
+    assert code == 0, err
+    d = json.loads(out)
+    code, out, err = cli("feedback", d["decision_id"], "--good", "--latency-ms", "900")
+    assert code == 0 and json.loads(out)["status"] == "recorded", err
+    stats = json.loads(cli("stats", "--json")[1])
+    assert (stats["decisions"], stats["feedback"], stats["online"]["applied_through_seq"]) == (1, 1, 1)
+    big = next(r for r in json.loads(cli("llms", "--json")[1]) if r["id"] == "big")
+    assert big["latency_observations"] == 1
+    assert not (trained_home / "state.sqlite3").exists()
+    assert not (trained_home / "online" / "snapshot.npz").exists()
+
+
+def test_store_url_errors_are_one_line(tmp_path):
+    from mixllm_cli.errors import UsageError
+    from mixllm_cli.state import open_store
+
+    with pytest.raises(UsageError, match=r"^--store: unknown store URL 'redis'; use postgresql://"):
+        open_store(url="redis://localhost")
+    store = open_store(url="postgresql://nobody:secret@127.0.0.1:1/none")
+    with pytest.raises(MixLLMError) as info:
+        store.stats()
+    msg = str(info.value)
+    assert msg.startswith("postgresql://nobody:***@127.0.0.1:1/none: cannot connect to the state database (")
+    assert "secret" not in msg and "\n" not in msg
