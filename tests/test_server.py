@@ -197,3 +197,74 @@ def test_serve_refuses_an_unreachable_store_with_one_error_line(trained_home, cl
     assert err.startswith("Error: postgresql://nobody@127.0.0.1:1/none: cannot connect to the state database (")
     code, _, err = cli("serve", "--store", "mysql://x", "--port", "18080")
     assert code == 2 and err.startswith("Error: --store: unknown store URL 'mysql'")
+
+
+def test_two_real_replicas_one_killed_mid_load(trained_home, tiny, pg_url):
+    """Two `mixllm serve` processes on one PostgreSQL: a call routed on A raises B's wait; A is
+    SIGKILLed while requests are in flight; B keeps serving; no half-written rows."""
+    import concurrent.futures
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    import psycopg
+
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def post(port, body, timeout=30):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/route", data=json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+
+    ports = [free_port(), free_port()]
+    env = {**os.environ, "MIXLLM_HOME": str(trained_home)}
+    procs = [subprocess.Popen([sys.executable, "-m", "mixllm_cli", "serve", "--port", str(p), "--store", pg_url],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for p in ports]
+    try:
+        for port, proc in zip(ports, procs):
+            deadline = time.time() + 90
+            while True:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).close()
+                    break
+                except OSError:
+                    assert time.time() < deadline
+                    time.sleep(0.2)
+        acked = [post(ports[0], FLOOD)["decision_id"] for _ in range(4)]
+        d = post(ports[1], FLOOD)
+        assert wait_of(d, "big") > 5000  # A's four calls fill big's four slots for B too
+        acked.append(d["decision_id"])
+
+        def hammer(k):
+            try:
+                return post(ports[0], {"query": f"{CODE[k % 5]} {k}", "lambda": 1.0})["decision_id"]
+            except (urllib.error.URLError, ConnectionError, OSError):
+                return None
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(hammer, k) for k in range(200)]
+            time.sleep(0.5)
+            procs[0].send_signal(signal.SIGKILL)  # mid-load
+            acked += [x for x in (f.result() for f in futures) if x]
+        procs[0].wait()
+        after = post(ports[1], FLOOD)  # B keeps serving
+        acked.append(after["decision_id"])
+        with psycopg.connect(pg_url) as db:
+            stored = {r[0] for r in db.execute("SELECT id FROM decisions")}
+            no_job = db.execute("SELECT COUNT(*) FROM decisions d LEFT JOIN jobs j ON j.decision_id = d.id "
+                                "WHERE j.decision_id IS NULL").fetchone()[0]
+        assert set(acked) <= stored and no_job == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=30)
