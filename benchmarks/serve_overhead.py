@@ -8,6 +8,7 @@ Latency: for each of `--n` distinct short queries, in turn, (a) the encoder alon
 `Router.decisions` on a SQLite store: what `mixllm route` does after start-up), (c) one POST
 /v1/route from a keep-alive client (sequential, nothing else in flight). Interleaving keeps a
 busy machine's drift out of the differences. Overhead = p50 of (c − a) per query; target <= 3 ms.
+Both sides run the encoder with MIXLLM_ENCODER_SPIN=0 (the server's default; see docs/SERVE.md).
 Throughput: `route_jsonl` in process on `--n-load` queries with the state (batches of 64), then
 the server under `--concurrency` keep-alive connections on the same queries, twice each,
 alternating; target: server >= 80% of in-process.
@@ -59,6 +60,9 @@ async def concurrent(port: int, texts: list[str], concurrency: int) -> float:
 
 
 def main() -> None:
+    # Like the server (which sets it for itself), the in-process baseline runs its encoder without
+    # busy-waiting threads, so the comparison is like for like (override: MIXLLM_ENCODER_SPIN=1).
+    os.environ.setdefault("MIXLLM_ENCODER_SPIN", "0")
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--n-load", type=int, default=2000)

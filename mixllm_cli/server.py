@@ -166,9 +166,15 @@ class Service:
 
     def __init__(self, home: Path | str | None = None, catalogue: Path | str | None = None,
                  store_url: str | None = None, *, log_queries: bool = False):
+        import os
+
+        from .encoder import SPIN_ENV
         from .state import open_store
         from .store import home_dir
 
+        # A server's encoder threads must not busy-wait between batches: on a shared 2-core box
+        # spinning made one query's encoding ~4x slower (docs/SERVE.md). An explicit setting wins.
+        os.environ.setdefault(SPIN_ENV, "0")
         self.home = home_dir(home)
         self.catalogue_file = catalogue
         self.store_url = store_url
@@ -343,7 +349,12 @@ class Service:
             time.sleep(max(0.0, self._learned_at + LEARN_INTERVAL_S - time.monotonic()))
             self._learn_queued = False  # feedback arriving from now on needs another pass
             self._learned_at = time.monotonic()
-            catch_up(self.home, self.router.offline_artifacts, self._store("learn"))
+            store = self._store("learn")
+            with store.learning() as mine:
+                if mine:
+                    catch_up(self.home, self.router.offline_artifacts, store)
+            if not mine:  # another replica is folding the log; make sure this one's events get in
+                self.schedule_learning()
 
         self._exec["learn"].submit(learn)
 

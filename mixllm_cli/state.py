@@ -168,6 +168,13 @@ class StoreBase:
         """Whether the state has been created (listing and stats never create it)."""
         return True
 
+    @contextlib.contextmanager
+    def learning(self) -> Iterator[bool]:
+        """Whether this process should fold the log into the snapshot now. SQLite: always (one
+        home, and the snapshot file is replaced atomically); PostgreSQL: only the one replica
+        holding the learner lock, so replicas do not all redo the same work."""
+        yield True
+
     # With `shares_snapshot`, the online snapshot's bytes live in the store (see `online`).
     def read_snapshot(self) -> bytes | None:
         raise NotImplementedError

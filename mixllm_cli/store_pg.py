@@ -31,6 +31,7 @@ from .state import StoreBase
 
 QUEUE_LOCK = 0x6D69786C6C6D  # "mixllm": the one write lock (advisory, transaction-scoped)
 MIGRATE_LOCK = QUEUE_LOCK + 1
+LEARN_LOCK = QUEUE_LOCK + 2  # session-scoped: one replica at a time folds the feedback log
 CONNECT_TIMEOUT_S = 10
 
 MIGRATIONS: tuple[str, ...] = (
@@ -208,6 +209,18 @@ class PostgresStore(StoreBase):
 
     # ---------------------------------------------------------------- the shared online snapshot
 
+    @contextlib.contextmanager
+    def learning(self) -> Iterator[bool]:
+        """True for the one replica that holds the learner lock (released on exit, or when its
+        connection dies); the others get False and try again later."""
+        got = bool(self.conn.execute("SELECT pg_try_advisory_lock(?)", (LEARN_LOCK,)).fetchone()[0])
+        try:
+            yield got
+        finally:
+            if got and self._conn is not None and not self._conn.raw.broken:
+                with contextlib.suppress(MixLLMError):
+                    self._conn.execute("SELECT pg_advisory_unlock(?)", (LEARN_LOCK,))
+
     def read_snapshot(self) -> bytes | None:
         rows = self._read("SELECT data FROM online_snapshot WHERE id = 1")
         return bytes(rows[0][0]) if rows else None
@@ -219,10 +232,10 @@ class PostgresStore(StoreBase):
     def write_snapshot(self, data: bytes, last_seq: int) -> bool:
         """Store the snapshot unless another replica already stored one that has seen more of the log;
         False if it was not stored. Replicas catching up at once compute the same state from the
-        same log, so keeping the furthest one is enough."""
-        with self.transaction() as conn:
-            cur = conn.execute(
-                "INSERT INTO online_snapshot (id, last_seq, saved_s, data) VALUES (1, ?, ?, ?) ON CONFLICT (id) "
-                "DO UPDATE SET last_seq = excluded.last_seq, saved_s = excluded.saved_s, data = excluded.data "
-                "WHERE online_snapshot.last_seq <= excluded.last_seq", (last_seq, time.time(), data))
-            return cur.rowcount == 1
+        same log, so keeping the furthest one is enough. One statement, atomic on its own: it takes the
+        snapshot row's lock, not the queue's, so routing on every replica goes on while megabytes are written."""
+        cur = self.conn.execute(
+            "INSERT INTO online_snapshot (id, last_seq, saved_s, data) VALUES (1, ?, ?, ?) ON CONFLICT (id) "
+            "DO UPDATE SET last_seq = excluded.last_seq, saved_s = excluded.saved_s, data = excluded.data "
+            "WHERE online_snapshot.last_seq <= excluded.last_seq", (last_seq, time.time(), data))
+        return cur.rowcount == 1
