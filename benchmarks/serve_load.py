@@ -164,7 +164,8 @@ def main() -> None:
             print(f"rows: {len(stored)} decisions ({len(r['acked_decisions'])} acknowledged + 2 probes + "
                   f"{slots} consistency routes; {len(missing)} acknowledged but missing; "
                   f"{len(stored - r['acked_decisions']) - slots - 2} committed but never acknowledged, i.e. in "
-                  f"flight at the kill), {fb} feedback rows ({len(r['acked_feedback'])} acknowledged as recorded)")
+                  f"flight at the kill), {fb} feedback rows ({len(r['acked_feedback'])} acknowledged as recorded, "
+                  f"{fb - len(r['acked_feedback'])} committed but never acknowledged, i.e. in flight at the kill)")
             print(f"half-written: {q('SELECT COUNT(*) FROM decisions d LEFT JOIN jobs j ON j.decision_id = d.id WHERE j.decision_id IS NULL')} "
                   f"decisions without a job, {q('SELECT COUNT(*) FROM jobs j LEFT JOIN decisions d ON d.id = j.decision_id WHERE d.id IS NULL')} "
                   f"jobs without a decision, {q('SELECT COUNT(*) FROM latency_observations o LEFT JOIN jobs j ON j.decision_id = o.decision_id WHERE j.done_s IS NULL')} "

@@ -89,6 +89,11 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (decision_id, content_sha256)
     );
     """,
+    # 3: reading the queue scans only the calls still in flight (`end_s > now`), not every call
+    # never reported done (jobs_open is keyed by llm first, so a range on end_s alone misses it)
+    """
+    CREATE INDEX jobs_in_flight ON jobs(end_s) WHERE done_s IS NULL;
+    """,
 )
 
 

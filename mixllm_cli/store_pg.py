@@ -62,7 +62,7 @@ MIGRATIONS: tuple[str, ...] = (
         end_s DOUBLE PRECISION NOT NULL,
         done_s DOUBLE PRECISION
     );
-    CREATE INDEX jobs_open ON jobs(llm, end_s) WHERE done_s IS NULL;
+    CREATE INDEX jobs_in_flight ON jobs(end_s) WHERE done_s IS NULL;
     CREATE TABLE latency_observations (
         decision_id TEXT PRIMARY KEY REFERENCES decisions(id),
         llm TEXT NOT NULL,

@@ -245,3 +245,26 @@ def test_store_url_errors_are_one_line(tmp_path):
     msg = str(info.value)
     assert msg.startswith("postgresql://nobody:***@127.0.0.1:1/none: cannot connect to the state database (")
     assert "secret" not in msg and "\n" not in msg
+
+
+def test_an_older_sqlite_state_migrates_in_place(tmp_path):
+    """A state written by the previous schema (version 2) gains the in-flight index and keeps its rows."""
+    import sqlite3
+
+    from mixllm_cli.state import MIGRATIONS, StateStore
+
+    path = tmp_path / "state.sqlite3"
+    with sqlite3.connect(path) as db:
+        for sql in MIGRATIONS[:2]:
+            db.executescript(sql)
+        db.execute("PRAGMA user_version = 2")
+        db.execute("INSERT INTO decisions (id, created_s, llm, lambda, query_sha256, prompt_tokens, "
+                   "predicted_response_tokens, predicted_cost_usd, expected_wait_s) VALUES "
+                   "('d1', 0, 'mid', 1, 'x', 3, 10, 0, 0)")
+        db.execute("INSERT INTO jobs VALUES ('d1', 'mid', 0, 0, ?, NULL)", (time.time() + 60,))
+    store = StateStore(path)
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
+    assert store.open_calls(time.time()) == {"mid": 1}
+    plan = store.conn.execute("EXPLAIN QUERY PLAN SELECT llm, slot, end_s FROM jobs WHERE done_s IS NULL "
+                              "AND end_s > ?", (time.time(),)).fetchall()
+    assert "jobs_in_flight" in str(plan)
