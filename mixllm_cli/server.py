@@ -275,7 +275,7 @@ class Service:
         starts = np.cumsum([0] + [len(p.texts) for p in batch])
         for (policy, upstream_only), members in groups.items():
             rows = np.concatenate([np.arange(starts[k], starts[k + 1]) for k in members])
-            sub = _take(preds, rows)
+            sub = preds if len(groups) == 1 else _take(preds, rows)  # the usual case: no copy
             if upstream_only:
                 sub = replace(sub, available=sub.available & self._upstream_mask[None, :])
             ds = self.router.decisions(

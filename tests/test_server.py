@@ -268,3 +268,32 @@ def test_two_real_replicas_one_killed_mid_load(trained_home, tiny, pg_url):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 p.wait(timeout=30)
+
+
+def test_one_batch_with_several_waiting_policies_decides_each_like_alone(trained_home):
+    """Requests gathered into one encoder batch keep their own budget and waiting policy."""
+    import asyncio
+
+    from mixllm_cli.router import Router, WaitPolicy
+    from mixllm_cli.server import Service, _Pending
+
+    service = Service(trained_home)
+    try:
+        lam_low = service.router.preset("very-low").lam
+        loop = asyncio.new_event_loop()
+        batch = [_Pending([CODE[0]] * 5, [None] * 5, [None] * 5, [1000.0] * 5, WaitPolicy(1000.0), False,
+                          loop.create_future()),
+                 _Pending([CHAT[0]], ["c"], ["very-low"], [lam_low], WaitPolicy(2.0, strict=True), False,
+                          loop.create_future()),
+                 _Pending([CODE[0]], ["s"], [None], [1000.0], WaitPolicy(2.0, strict=True), False,
+                          loop.create_future())]
+        first, chat, strict = service._route_batch(batch)
+        loop.close()
+    finally:
+        service.close()
+    assert [d.choice for d in first] == ["big"] * 5  # the first group filled big's four slots, then queued
+    assert chat[0].id == "c" and chat[0].budget == "very-low"
+    assert chat[0].choice == Router.load(trained_home).route([CHAT[0]], "very-low")[0].choice
+    # the strict group saw the first group's load: big's wait exceeds τ = 2 s, so it was not chosen
+    assert strict[0].choice != "big"
+    assert next(c for c in strict[0].candidates if c.llm == "big").wait_ms > 2000
