@@ -43,7 +43,15 @@ LLM_FIELDS: tuple[str, ...] = (
     "output_tokens_per_s",
     "slots",
     "sources",
+    "base_url",
+    "api_key_env",
+    "upstream_model",
 )
+# Where `mixllm serve` forwards a chat completion routed to this LLM (an OpenAI-compatible
+# endpoint), the environment variable holding its API key (never the key itself), and the
+# model name that endpoint expects (default: the id). Optional: routing never needs them.
+UPSTREAM_FIELDS: tuple[str, ...] = ("base_url", "api_key_env", "upstream_model")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TOP_KEYS: tuple[str, ...] = ("version", "llms")
 
 
@@ -61,9 +69,15 @@ class LLM:
     # A tuple of (figure, source) pairs in SOURCE_KEYS order, so the entry stays hashable;
     # a mapping is accepted on construction and normalised.
     sources: tuple[tuple[str, str], ...]
+    base_url: str | None = None
+    api_key_env: str | None = None
+    upstream_model: str | None = None
 
     def __post_init__(self) -> None:
         raw = {name: getattr(self, name) for name in LLM_FIELDS}
+        for name in UPSTREAM_FIELDS:
+            if raw[name] is None:
+                del raw[name]
         if not isinstance(self.sources, Mapping):
             with contextlib.suppress(TypeError, ValueError):  # if not, _llm_problems reports it
                 raw["sources"] = dict(self.sources)
@@ -84,6 +98,9 @@ class LLM:
         """The entry as plain data, in the order `models.yaml` lists the fields."""
         out: dict[str, Any] = {name: getattr(self, name) for name in LLM_FIELDS}
         out["sources"] = dict(self.sources)
+        for name in UPSTREAM_FIELDS:
+            if out[name] is None:
+                del out[name]
         return out
 
 
@@ -128,11 +145,11 @@ class Catalogue:
         """sha256 of a canonical JSON of the entries: a changed price or speed changes it.
 
         Entries are sorted by id so that reordering models.yaml does not look like a change, and
-        `name` and `sources` are left out: they document the figures but feed no computation, so
-        fixing a typo in them must not invalidate trained artifacts.
+        `name`, `sources` and the upstream fields are left out: they feed no routing computation, so
+        fixing a typo in them or moving an endpoint must not invalidate trained artifacts.
         """
         entries = [
-            {k: v for k, v in llm.to_dict().items() if k not in ("name", "sources")}
+            {k: v for k, v in llm.to_dict().items() if k not in ("name", "sources", *UPSTREAM_FIELDS)}
             for llm in sorted(self.llms, key=lambda e: e.id)
         ]
         blob = json.dumps(
@@ -180,7 +197,7 @@ def _llm_problems(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Problems of one entry as (field, message) pairs; the caller adds where it is."""
     problems: list[tuple[str, str]] = []
     for name in LLM_FIELDS:
-        if name not in raw:
+        if name not in raw and name not in UPSTREAM_FIELDS:
             problems.append((name, "missing (required)"))
     llm_id = raw.get("id")
     if "id" in raw:
@@ -210,6 +227,28 @@ def _llm_problems(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
             problems.append(("slots", f"must be >= 1 (got {slots!r})"))
     if "sources" in raw:
         problems.extend(_sources_problems(raw["sources"]))
+    problems.extend(_upstream_problems(raw))
+    return problems
+
+
+def _upstream_problems(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    url = raw.get("base_url")
+    if "base_url" in raw:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+            problems.append(("base_url", f"must be an http(s) URL like https://api.example.com/v1 (got {url!r})"))
+    if "api_key_env" in raw:
+        env = raw["api_key_env"]
+        if not isinstance(env, str) or not _ENV_RE.match(env):
+            problems.append(("api_key_env", (f"must be the NAME of an environment variable holding the key, like "
+                                            f"OPENAI_API_KEY (got {env!r})")))
+    if "upstream_model" in raw:
+        model = raw["upstream_model"]
+        if not isinstance(model, str) or not model.strip():
+            problems.append(("upstream_model", f"must be a non-empty string (got {model!r})"))
     return problems
 
 
@@ -227,12 +266,25 @@ def _sources_problems(sources: object) -> list[tuple[str, str]]:
     return problems
 
 
-def parse_catalogue(data: object, source_name: str = "models.yaml") -> Catalogue:
-    """Validate already-parsed YAML data; raise CatalogueError listing every problem."""
+def parse_catalogue(data: object, source_name: str = "models.yaml", lines: Mapping[str, int] | None = None
+                    ) -> Catalogue:
+    """Validate already-parsed YAML data; raise CatalogueError listing every problem.
+
+    `lines` (from `_line_map`) maps `llms[2]` and `llms[2].ttft_ms` to their line in the file, so
+    each problem can name it: `models.yaml:14: llms[2].ttft_ms: must be > 0 (got -5)`.
+    """
     problems: list[str] = []
+    lines = lines or {}
+
+    def line_of(fld: str | None) -> int | None:
+        while fld:
+            if fld in lines:
+                return lines[fld]
+            fld = fld.rsplit(".", 1)[0] if "." in fld else None
+        return None
 
     def problem(fld: str | None, msg: str) -> None:
-        problems.append(f"{where(source_name, None, fld)}: {msg}")
+        problems.append(f"{where(source_name, line_of(fld), fld)}: {msg}")
 
     if not isinstance(data, Mapping):
         got = "an empty file" if data is None else _kind(data)
@@ -262,18 +314,20 @@ def parse_catalogue(data: object, source_name: str = "models.yaml") -> Catalogue
             if not isinstance(entry, Mapping):
                 problem(at, f"must be a mapping (got {_kind(entry)})")
                 continue
-            entry_problems = [f"{at}: unknown key {k!r}" for k in entry if k not in LLM_FIELDS]
-            entry_problems += [f"{at}.{f}: {m}" for f, m in _llm_problems(entry)]
+            entry_problems = [(f"{at}.{k}" if isinstance(k, str) else at, at, f"unknown key {k!r}")
+                              for k in entry if k not in LLM_FIELDS]
+            entry_problems += [(f"{at}.{f}", f"{at}.{f}", m) for f, m in _llm_problems(entry)]
             llm_id = entry.get("id")
             if isinstance(llm_id, str):
                 if llm_id in first_at:
-                    entry_problems.append(f"{at}.id: duplicate id {llm_id!r} (first at llms[{first_at[llm_id]}])")
+                    entry_problems.append((f"{at}.id", f"{at}.id",
+                                           f"duplicate id {llm_id!r} (first at llms[{first_at[llm_id]}])"))
                 else:
                     first_at[llm_id] = i
-            for p in entry_problems:
-                problems.append(f"{source_name}: {p}")
+            for at_line, label, msg in entry_problems:
+                problems.append(f"{where(source_name, line_of(at_line), label)}: {msg}")
             if not entry_problems:
-                llms.append(LLM(**{k: entry[k] for k in LLM_FIELDS}))
+                llms.append(LLM(**{k: entry[k] for k in LLM_FIELDS if k in entry}))
     if problems:
         raise CatalogueError("\n".join(problems))
     return Catalogue(tuple(llms))
@@ -326,7 +380,39 @@ def load_catalogue(path: str | os.PathLike[str]) -> Catalogue:
         problem = getattr(exc, "problem", None) or str(exc)
         loc = f"{name}:{mark.line + 1}" if mark is not None else name
         raise CatalogueError(f"{loc}: invalid YAML: {problem}") from None
-    return parse_catalogue(data, name)
+    try:
+        return parse_catalogue(data, name)
+    except CatalogueError:
+        # Only a bad file pays for a second pass that finds each problem's line.
+        return parse_catalogue(data, name, _line_map(text))
+
+
+def _line_map(text: str) -> dict[str, int]:
+    """1-based lines of `version`, `llms`, each `llms[i]` and each of its keys (`llms[i].sources.slots` too)."""
+    import yaml
+
+    try:
+        root = yaml.compose(text, Loader=_yaml_loader())
+    except yaml.YAMLError:
+        return {}
+    out: dict[str, int] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    sub = f"{path}.{key.value}" if path else key.value
+                    out.setdefault(sub, key.start_mark.line + 1)
+                    walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                sub = f"{path}[{i}]"
+                out.setdefault(sub, item.start_mark.line + 1)
+                walk(item, sub)
+
+    if root is not None:
+        walk(root, "")
+    return out
 
 
 def _plain(value: float) -> float | int:

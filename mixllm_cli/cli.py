@@ -138,13 +138,13 @@ def route_cmd(
     """
     from . import output
     from .router import Router, WaitPolicy, check_query
-    from .state import StateStore
+    from .state import open_store
 
     if (query is None) == (jsonl is None):
         raise UsageError("give either a QUERY or --jsonl FILE, not both and not neither")
-    router = Router.load(home, catalogue)
+    state = None if no_queue else open_store(home)  # $MIXLLM_STORE, else <home>/state.sqlite3
+    router = Router.load(home, catalogue, store=state)
     policy = WaitPolicy(tolerance_s=_tolerance(max_wait_s), strict=strict_wait)
-    state = None if no_queue else StateStore.for_home(home)
     if jsonl is not None:
         from .routing_stream import route_jsonl
 
@@ -366,11 +366,11 @@ def feedback_cmd(
     from . import output
     from .feedback import parse_feedback, record_feedback
     from .router import Router
-    from .state import StateStore
+    from .state import open_store
     from .store import home_dir
 
-    router = Router.load(home, catalogue)
-    store = StateStore.for_home(home)
+    store = open_store(home)  # $MIXLLM_STORE, else <home>/state.sqlite3
+    router = Router.load(home, catalogue, store=store)
     if rebuild:
         if decision_id or jsonl:
             raise UsageError("--rebuild: give no DECISION_ID and no --jsonl")
@@ -420,14 +420,14 @@ def stats_cmd(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
     Example: mixllm stats --json
     """
     from . import output
-    from .state import StateStore
+    from .state import open_store
 
-    store = StateStore.for_home(home)
-    report = store.stats() if store.path.is_file() else {"decisions": 0, "feedback": 0, "per_llm": {}}
+    store = open_store(home)  # $MIXLLM_STORE, else <home>/state.sqlite3
+    report = store.stats() if store.exists() else {"decisions": 0, "feedback": 0, "per_llm": {}}
     from .router import Router
 
     try:
-        online = Router.load(home).online
+        online = Router.load(home, store=store).online
     except MixLLMError:
         online = None
     report["online"] = None if online is None else {
@@ -437,6 +437,40 @@ def stats_cmd(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
         output.json_line(report)
         return
     output.stats_table(report)
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8080,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", help="State store URL: postgresql://USER@HOST:PORT/DB to share one state between "
+                                     "replicas (default: $MIXLLM_STORE, else <home>/state.sqlite3)."),
+    ] = None,
+    log_queries: Annotated[
+        bool, typer.Option("--log-queries", help="Keep the raw query text in the decision log (default: a hash).")
+    ] = False,
+    home: HomeOpt = None,
+    catalogue: CatalogueOpt = None,
+) -> None:
+    """Serve the router over HTTP: /v1/route, /v1/feedback, /v1/llms, /v1/chat/completions, /metrics.
+
+    Needs the serve extra: pip install -e '.[serve]'. The OpenAPI schema is at /docs and /openapi.json.
+
+    Example: mixllm serve --port 8080 --store postgresql://mixllm@127.0.0.1:5432/mixllm
+    """
+    try:
+        from .server import Service, serve
+    except ImportError as exc:
+        raise MixLLMError(f"mixllm serve needs the serve extra ({exc.name} is missing): "
+                          "python -m pip install -e '.[serve]'") from None
+    from . import output
+
+    service = Service(home, catalogue, store, log_queries=log_queries)  # fails fast: one Error: line
+    output.note(f"mixllm serving {len(service.router.llm_ids)} LLMs on http://{host}:{port} "
+                f"(store: {service.store_name}; OpenAPI at /docs)")
+    serve(service, host, port)
 
 
 def _cache(home: Path | None, disabled: bool) -> Path | None:

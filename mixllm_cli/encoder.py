@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+SPIN_ENV = "MIXLLM_ENCODER_SPIN"  # "0": encoder threads sleep between batches instead of spinning
 THREADS_ENV = "MIXLLM_THREADS"
 OUTPUT_NAME = "embedding"
 _REBUILD_HINT = "rebuild it with `python tools/build_encoder.py`"
@@ -142,6 +143,10 @@ class Encoder:
         options.intra_op_num_threads = _thread_count()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # core modules never print; keep ORT warnings quiet
+        if os.environ.get(SPIN_ENV, "1") == "0":
+            # A long-running server shares its cores with its own event loop (and other replicas):
+            # worker threads that busy-wait after each batch would take that CPU from them.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types

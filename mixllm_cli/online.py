@@ -309,18 +309,28 @@ def base_identity(artifacts: Any) -> str:
     return hashlib.sha256(ident.encode()).hexdigest()
 
 
-def load_snapshot(home: Path, artifacts: Any) -> OnlineModel | None:
-    path = Path(home) / SNAPSHOT
-    if not path.is_file():
-        return None
+def load_snapshot(home: Path, artifacts: Any, store: Any = None) -> OnlineModel | None:
+    """The home's snapshot file, or the store's when it shares one between replicas (PostgreSQL)."""
+    if store is not None and store.shares_snapshot:
+        data = store.read_snapshot()
+        if data is None:
+            return None
+        source: Any = io.BytesIO(data)
+    else:
+        source = Path(home) / SNAPSHOT
+        if not source.is_file():
+            return None
     try:
-        model = OnlineModel.from_path(path)
+        model = OnlineModel.from_path(source)
     except (OSError, ValueError, KeyError):
         return None  # a damaged snapshot is only a cache: `feedback --rebuild` recreates it
     return model if model.base == base_identity(artifacts) else None
 
 
-def save_snapshot(home: Path, model: OnlineModel) -> None:
+def save_snapshot(home: Path, model: OnlineModel, store: Any = None) -> None:
+    if store is not None and store.shares_snapshot:
+        store.write_snapshot(model.to_bytes(), model.last_seq)
+        return
     atomic_write_bytes(Path(home) / SNAPSHOT, model.to_bytes())
 
 
@@ -355,7 +365,7 @@ class OfflineRows:
 
 def catch_up(home: Path, artifacts: Any, store: Any, rebuild: bool = False) -> dict[str, Any]:
     """Fold every logged event the snapshot has not seen (all of them with `rebuild`)."""
-    model = None if rebuild else load_snapshot(home, artifacts)
+    model = None if rebuild else load_snapshot(home, artifacts, store)
     if model is None:
         model = OnlineModel(base=base_identity(artifacts))
     events = store.feedback_since(model.last_seq)
@@ -367,6 +377,6 @@ def catch_up(home: Path, artifacts: Any, store: Any, rebuild: bool = False) -> d
     for llm in refitted:
         model.refit_heads(llm, artifacts, store, offline)
     if events or rebuild:
-        save_snapshot(home, model)
+        save_snapshot(home, model, store)
     return {"applied": len(events), "last_seq": model.last_seq, "refitted": refitted}
 

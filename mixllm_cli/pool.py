@@ -249,16 +249,17 @@ def remove_llm(llm_id: str, *, home: Path | str | None = None) -> dict[str, Any]
     return {"llm": llm_id, "archive": str(archive), "seconds_total": round(time.perf_counter() - started, 3)}
 
 
-def list_llms(home: Path | str | None = None, catalogue_file: Path | str | None = None) -> list[dict[str, Any]]:
+def list_llms(home: Path | str | None = None, catalogue_file: Path | str | None = None,
+              store: Any = None) -> list[dict[str, Any]]:
     """The pool: each catalogue LLM with its prices, latency figures and training status."""
-    from .state import StateStore
+    from .state import open_store
     from .store import active_artifacts_dir
 
     catalogue = load_catalogue(catalogue_path(home, catalogue_file))
     set_dir = active_artifacts_dir(home)
     manifest = read_manifest(set_dir)
-    store = StateStore.for_home(home)
-    live = store.path.is_file()  # listing never creates the state database
+    store = store if store is not None else open_store(home)
+    live = store.exists()  # listing never creates the state database
     learned = store.learned() if live else {}
     depth = store.open_calls(time.time()) if live else {}
     rows = []

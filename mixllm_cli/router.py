@@ -151,7 +151,9 @@ class Router:
         self.online = None  # an OnlineModel once feedback has taught something (see `online`)
 
     @classmethod
-    def load(cls, home: Path | str | None = None, catalogue_path: Path | str | None = None) -> Router:
+    def load(cls, home: Path | str | None = None, catalogue_path: Path | str | None = None, *,
+             store: Any = None) -> Router:
+        """Load the catalogue and artifact set, with the online snapshot (the store's when it shares one)."""
         from .catalogue import load_catalogue
 
         catalogue = load_catalogue(store_catalogue_path(home, catalogue_path))
@@ -159,7 +161,7 @@ class Router:
         router = cls(artifacts, catalogue)
         from .online import load_snapshot
 
-        snapshot = load_snapshot(home_dir(home), artifacts)
+        snapshot = load_snapshot(home_dir(home), artifacts, store)
         if snapshot is not None:
             router.use_online(snapshot)
         return router

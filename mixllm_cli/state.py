@@ -1,8 +1,11 @@
-"""The home's SQLite state: decisions, the queue of calls in flight, observed latencies.
+"""The state: decisions, the queue of calls in flight, observed latencies, the feedback log.
 
-WAL mode and a busy timeout let several `mixllm` processes route and report at once; every
-read-decide-write runs in one `BEGIN IMMEDIATE` transaction, so two parallel `route` calls see
-each other's load and never double-book a slot. Migrations are tiny, ordered and idempotent.
+One logic layer (`StoreBase`) over two backends that differ only in how they connect, lock and
+migrate: the home's SQLite file (`StateStore`, here) and PostgreSQL (`store_pg.PostgresStore`),
+which several `mixllm serve` replicas share. SQLite: WAL mode and a busy timeout let several
+`mixllm` processes route and report at once; every read-decide-write runs in one `BEGIN
+IMMEDIATE` transaction, so two parallel `route` calls see each other's load and never
+double-book a slot. Migrations are tiny, ordered and idempotent.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FeedbackError, MixLLMError
+from .errors import FeedbackError, MixLLMError, UsageError
 from .latency import LatencyEstimate, QueueState, update_estimate
 
 STATE_FILE = "state.sqlite3"
@@ -86,6 +89,11 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (decision_id, content_sha256)
     );
     """,
+    # 3: reading the queue scans only the calls still in flight (`end_s > now`), not every call
+    # never reported done (jobs_open is keyed by llm first, so a range on end_s alone misses it)
+    """
+    CREATE INDEX jobs_in_flight ON jobs(end_s) WHERE done_s IS NULL;
+    """,
 )
 
 
@@ -135,79 +143,56 @@ def new_decision_id() -> str:
     return "d" + uuid.uuid4().hex[:15]
 
 
-class StateStore:
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
+class StoreBase:
+    """The state's logic, shared by every backend: queue, decision log, feedback log, latency model.
 
-    @classmethod
-    def for_home(cls, home: Path | str | None = None) -> StateStore:
-        from .store import home_dir
+    A backend (SQLite here, PostgreSQL in `store_pg`) provides only `conn` (an object whose
+    `execute(sql, params)` takes `?` placeholders and returns a cursor), `transaction()` (one writer
+    at a time, all or nothing), its migrations, and where the online snapshot lives. The SQL below
+    is the dialect both understand (`INSERT ... ON CONFLICT`, `COALESCE`, no `OR REPLACE`).
+    """
 
-        return cls(home_dir(home) / STATE_FILE)
+    #: True when the online snapshot lives in the store (shared by replicas), not in a home file.
+    shares_snapshot = False
 
     @property
-    def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = _retry_while_locked(self._open, self.path, "cannot open the state database")
-        return self._conn
+    def conn(self) -> Any:
+        raise NotImplementedError
 
-    def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL keeps it consistent
-            conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate(conn)
-            # From here on writers wait in `transaction`'s fair polling loop, not in SQLite's
-            # handler; a short timeout still covers a checkpoint racing a statement.
-            conn.execute(f"PRAGMA busy_timeout = {POLL_TIMEOUT_MS}")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        raise NotImplementedError
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        raise NotImplementedError
 
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            for i, sql in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {i}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    def describe(self) -> str:
+        """Where the state lives, for people (no secrets)."""
+        raise NotImplementedError
+
+    def exists(self) -> bool:
+        """Whether the state has been created (listing and stats never create it)."""
+        return True
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One writer at a time (others wait up to the busy timeout); all or nothing.
+    def learning(self) -> Iterator[bool]:
+        """Whether this process should fold the log into the snapshot now. SQLite: always (one
+        home, and the snapshot file is replaced atomically); PostgreSQL: only the one replica
+        holding the learner lock, so replicas do not all redo the same work."""
+        yield True
 
-        Waiting for the write lock polls every 0.5–3 ms (jittered) instead of SQLite's own
-        backoff, whose sleeps grow to 100 ms and let busy neighbours starve a process for seconds.
-        """
-        conn = self.conn
-        _retry_while_locked(lambda: conn.execute("BEGIN IMMEDIATE"), self.path)
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    # With `shares_snapshot`, the online snapshot's bytes live in the store (see `online`).
+    def read_snapshot(self) -> bytes | None:
+        raise NotImplementedError
+
+    def write_snapshot(self, data: bytes, last_seq: int) -> bool:
+        raise NotImplementedError
+
+    def snapshot_seq(self) -> int | None:
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ reads
 
-    def estimates(self, conn: sqlite3.Connection, defaults: dict[str, LatencyEstimate]) -> dict[str, LatencyEstimate]:
+    def estimates(self, conn: Any, defaults: dict[str, LatencyEstimate]) -> dict[str, LatencyEstimate]:
         """Learned estimates where there are observations, else the catalogue's figures."""
         out = dict(defaults)
         for llm, ttft, tps, n in conn.execute("SELECT llm, ttft_ms, output_tokens_per_s, n FROM latency_estimates"):
@@ -215,7 +200,7 @@ class StateStore:
                 out[llm] = LatencyEstimate(ttft, tps, n)
         return out
 
-    def queue(self, conn: sqlite3.Connection, llm_ids: tuple[str, ...], slots: list[int], now: float) -> QueueState:
+    def queue(self, conn: Any, llm_ids: tuple[str, ...], slots: list[int], now: float) -> QueueState:
         """The queue as the open calls leave it at `now`."""
         state = QueueState.empty(llm_ids, slots, now)
         col = {llm: j for j, llm in enumerate(llm_ids)}
@@ -230,7 +215,7 @@ class StateStore:
 
     # ------------------------------------------------------------------ writes
 
-    def admit(self, conn: sqlite3.Connection, a: Admission, now: float, wait_s: float, slot: int,
+    def admit(self, conn: Any, a: Admission, now: float, wait_s: float, slot: int,
               start_s: float, end_s: float) -> str:
         decision_id = new_decision_id()
         conn.execute(
@@ -262,13 +247,13 @@ class StateStore:
         return out
 
     @staticmethod
-    def decision_llm(conn: sqlite3.Connection, decision_id: str) -> str:
+    def decision_llm(conn: Any, decision_id: str) -> str:
         row = conn.execute("SELECT llm FROM decisions WHERE id = ?", (decision_id,)).fetchone()
         if row is None:
             raise FeedbackError(f"unknown decision id '{decision_id}'")
         return row[0]
 
-    def complete_in(self, conn: sqlite3.Connection, decision_id: str, *, latency_ms: float | None,
+    def complete_in(self, conn: Any, decision_id: str, *, latency_ms: float | None,
                     ttft_ms: float | None, response_tokens: float | None,
                     defaults: Callable[[str], LatencyEstimate | None], now: float | None = None) -> bool:
         """`complete` inside the caller's transaction; False if this call was already reported."""
@@ -287,16 +272,17 @@ class StateStore:
             if est is not None:
                 tokens = response_tokens if response_tokens is not None else predicted_tokens
                 new = update_estimate(est, latency_ms, ttft_ms, tokens)
-                conn.execute("INSERT OR REPLACE INTO latency_estimates VALUES (?, ?, ?, ?)",
-                             (llm, new.ttft_ms, new.output_tokens_per_s, new.n))
+                conn.execute("INSERT INTO latency_estimates VALUES (?, ?, ?, ?) ON CONFLICT (llm) DO UPDATE SET "
+                             "ttft_ms = excluded.ttft_ms, output_tokens_per_s = excluded.output_tokens_per_s, "
+                             "n = excluded.n", (llm, new.ttft_ms, new.output_tokens_per_s, new.n))
         return True
 
-    def add_feedback(self, conn: sqlite3.Connection, decision_id: str, llm: str, kind: str, values: dict[str, Any],
+    def add_feedback(self, conn: Any, decision_id: str, llm: str, kind: str, values: dict[str, Any],
                      content_sha256: str, now: float) -> bool:
         """Append one feedback event to the log; False if the same content was logged before."""
         cur = conn.execute(
-            "INSERT OR IGNORE INTO feedback (decision_id, llm, kind, quality, good, response_tokens, latency_ms, "
-            "cost_usd, content_sha256, at_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO feedback (decision_id, llm, kind, quality, good, response_tokens, latency_ms, "
+            "cost_usd, content_sha256, at_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (decision_id, llm, kind, values.get("quality"), values.get("good"), values.get("response_tokens"),
              values.get("latency_ms"), values.get("cost_usd"), content_sha256, now))
         return cur.rowcount == 1
@@ -361,3 +347,99 @@ class StateStore:
     def learned(self) -> dict[str, LatencyEstimate]:
         return {llm: LatencyEstimate(t, s, n) for llm, t, s, n in
                 self.conn.execute("SELECT llm, ttft_ms, output_tokens_per_s, n FROM latency_estimates")}
+
+
+class StateStore(StoreBase):
+    """The SQLite backend: `<home>/state.sqlite3`, WAL, one `BEGIN IMMEDIATE` writer at a time."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    def for_home(cls, home: Path | str | None = None) -> StateStore:
+        from .store import home_dir
+
+        return cls(home_dir(home) / STATE_FILE)
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = _retry_while_locked(self._open, self.path, "cannot open the state database")
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL keeps it consistent
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate(conn)
+            # From here on writers wait in `transaction`'s fair polling loop, not in SQLite's
+            # handler; a short timeout still covers a checkpoint racing a statement.
+            conn.execute(f"PRAGMA busy_timeout = {POLL_TIMEOUT_MS}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for i, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {i}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One writer at a time (others wait up to the busy timeout); all or nothing.
+
+        Waiting for the write lock polls every 0.5–3 ms (jittered) instead of SQLite's own
+        backoff, whose sleeps grow to 100 ms and let busy neighbours starve a process for seconds.
+        """
+        conn = self.conn
+        _retry_while_locked(lambda: conn.execute("BEGIN IMMEDIATE"), self.path)
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+def open_store(home: Path | str | None = None, url: str | None = None) -> StoreBase:
+    """The state store: `url` (`postgresql://...`), else `$MIXLLM_STORE`, else the home's SQLite file."""
+    import os
+
+    url = url or os.environ.get("MIXLLM_STORE") or None
+    if url is None:
+        return StateStore.for_home(home)
+    if url.startswith(("postgresql://", "postgres://")):
+        from .store_pg import PostgresStore
+
+        return PostgresStore(url)
+    if url.startswith("sqlite:///"):
+        return StateStore(Path(url[len("sqlite:///"):]))
+    raise UsageError(f"--store: unknown store URL {url.split(':', 1)[0]!r}; use postgresql://USER@HOST:PORT/DB "
+                     "or sqlite:///PATH")

@@ -292,11 +292,47 @@ def test_duplicate_yaml_key_is_an_error(in_tmp: Path) -> None:
     assert str(info.value) == f"models.yaml:{line}: invalid YAML: duplicate key 'slots'"
 
 
-def test_errors_name_the_file_as_given(in_tmp: Path) -> None:
-    Path("models.yaml").write_text(yaml.safe_dump(doc(entry("a", ttft_ms=-5))), encoding="utf-8")
+def test_errors_name_the_file_as_given_and_the_line(in_tmp: Path) -> None:
+    text = yaml.safe_dump(doc(entry("a", ttft_ms=-5)))
+    Path("models.yaml").write_text(text, encoding="utf-8")
+    line = text.splitlines().index("  ttft_ms: -5") + 1
     with pytest.raises(CatalogueError) as info:
         load_catalogue("models.yaml")
-    assert str(info.value) == "models.yaml: llms[0].ttft_ms: must be > 0 (got -5)"
+    assert str(info.value) == f"models.yaml:{line}: llms[0].ttft_ms: must be > 0 (got -5)"
+
+
+UPSTREAM = {"base_url": "https://api.example.com/v1", "api_key_env": "EXAMPLE_KEY", "upstream_model": "ex-large"}
+
+
+def test_upstream_fields_are_optional_validated_and_round_trip(in_tmp: Path) -> None:
+    cat = parse_catalogue(doc(entry("a", **UPSTREAM), entry("b")), "models.yaml")
+    a, b = cat.get("a"), cat.get("b")
+    assert (a.base_url, a.api_key_env, a.upstream_model) == tuple(UPSTREAM.values())
+    assert (b.base_url, b.api_key_env, b.upstream_model) == (None, None, None)
+    assert "base_url" not in b.to_dict()  # an entry without them saves exactly as before
+    save_catalogue(cat, "out.yaml")
+    assert load_catalogue("out.yaml") == cat
+    # moving an endpoint does not invalidate trained artifacts
+    assert cat.fingerprint() == parse_catalogue(doc(entry("a"), entry("b")), "m").fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("base_url", "api.example.com", "must be an http(s) URL like https://api.example.com/v1 (got 'api.example.com')"),
+        ("base_url", 5, "must be an http(s) URL like https://api.example.com/v1 (got 5)"),
+        ("api_key_env", "sk-live-123", ("must be the NAME of an environment variable holding the key, like "
+                                       "OPENAI_API_KEY (got 'sk-live-123')")),
+        ("upstream_model", "", "must be a non-empty string (got '')"),
+    ],
+)
+def test_bad_upstream_field_is_one_line_with_file_line_and_field(in_tmp: Path, field, value, message) -> None:
+    text = yaml.safe_dump(doc(entry("a"), entry("b", **{field: value})), sort_keys=False)
+    Path("models.yaml").write_text(text, encoding="utf-8")
+    line = next(i for i, x in enumerate(text.splitlines(), 1) if x.strip().startswith(f"{field}:"))
+    with pytest.raises(CatalogueError) as info:
+        load_catalogue("models.yaml")
+    assert str(info.value) == f"models.yaml:{line}: llms[1].{field}: {message}"
 
 
 def test_non_utf8_file(in_tmp: Path) -> None:

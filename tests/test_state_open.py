@@ -19,4 +19,4 @@ def test_parallel_first_opens_all_succeed(tmp_path):
         for p in procs:
             out, err = p.communicate(timeout=60)
             assert p.returncode == 0, err
-            assert out.strip() == "2"  # every process sees the fully migrated schema
+            assert out.strip() == "3"  # every process sees the fully migrated schema

@@ -1,0 +1,723 @@
+"""`mixllm serve`: the library behind HTTP (FastAPI on uvicorn).
+
+The service is a thin client of the library, like the CLI: `/v1/route` returns `Decision.to_dict()`
+(what `route --json` prints), `/v1/feedback` calls `feedback.parse_feedback` and
+`feedback.record_feedback`, `/v1/llms` is `pool.list_llms`. What it adds is concurrency:
+
+- Routing requests are micro-batched: while one batch is encoded and admitted, the requests that
+  arrive wait in a list, and the next batch takes them all (up to MAX_BATCH queries). A batch is
+  encoded in one encoder call and admitted in one store transaction, in arrival order, so the
+  encoder and the store's write lock are paid once per batch, not once per request, and a
+  replica under load batches more, not less.
+- A batch is encoded and admitted on the event-loop thread itself. Routing is CPU-bound work
+  and a replica has one of it at a time; handing it to a worker thread cost two thread wake-ups
+  per batch, which on a busy 2-core machine measured ~4 ms per request and ~15% of throughput
+  (docs/SERVE.md). The price: other requests (health, metrics, the relay of a streamed chat
+  completion) wait for the batch in progress, tens of milliseconds; scale with replicas.
+- Other blocking work runs on single-thread executors, each with its own store connection:
+  `feedback` (the log), `learn` (folding the log into the online snapshot, coalesced: one
+  catch-up at a time, at most one a second), `read` (listing, health, metrics). A slow refit
+  never delays routing.
+- The online state is re-read by the routing code at most every REFRESH_S seconds when the
+  snapshot changed (the file's mtime with SQLite, `online_snapshot.last_seq` with PostgreSQL), so
+  feedback given to any replica reaches every replica.
+
+Errors are JSON `{"error": {"message", "type", "param"?}}` (OpenAI's shape): 400 for a request
+the library refuses, 404 for an unknown route or decision, 413 for a body over MAX_BODY_BYTES,
+422 for one that fails the schema, 502 when the chosen LLM's endpoint fails, 503 when the store
+is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .errors import DataError, FeedbackError, MixLLMError, UsageError
+from .router import MAX_QUERY_CHARS, Router, WaitPolicy, check_query
+from .upstream import UpstreamError
+
+MAX_BATCH = 64  # queries per encoder call / store transaction
+BATCH_WINDOW_S = 0.002  # after a batch of several, wait this long for the next one to gather
+MAX_QUERIES_PER_REQUEST = 256
+MAX_FEEDBACK_PER_REQUEST = 1000
+MAX_BODY_BYTES = 4 * 1024 * 1024
+REFRESH_S = 1.0  # how often the route thread looks for a newer online snapshot
+LEARN_INTERVAL_S = 1.0  # the least time between two folds of the feedback log into the snapshot
+LLM_HEADER = "x-mixllm-llm"
+DECISION_HEADER = "x-mixllm-decision-id"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param = status, message, kind, param
+
+
+def _error_body(message: str, kind: str, param: str | None = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"message": message, "type": kind}
+    if param is not None:
+        err["param"] = param
+    return {"error": err}
+
+
+def _status_of(exc: MixLLMError) -> int:
+    if isinstance(exc, UpstreamError):
+        return 502
+    if isinstance(exc, FeedbackError) and "unknown decision id" in str(exc):
+        return 404
+    if isinstance(exc, (UsageError, DataError, FeedbackError)):
+        return 400
+    return 503  # the store (or another dependency) failed; the request itself was fine
+
+
+# ---------------------------------------------------------------------------------------------- bodies
+
+
+class RouteQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    id: str | int | None = Field(None, description="Your id for the query; echoed back.")
+    query: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS)
+    budget: str | None = Field(None, description="very-low | low | medium | high (default: the request's).")
+    lam: float | None = Field(None, alias="lambda", ge=0, description="λ >= 0 instead of a budget.")
+
+
+class RouteRequest(BaseModel):
+    """One query (`query`) or a batch (`queries`); budget, λ and the waiting policy apply to all."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True,
+                              json_schema_extra={"examples": [{"query": "Explain TCP slow start", "budget": "low"}]})
+
+    id: str | int | None = None
+    query: str | None = Field(None, min_length=1, max_length=MAX_QUERY_CHARS)
+    queries: list[RouteQuery] | None = Field(None, min_length=1, max_length=MAX_QUERIES_PER_REQUEST)
+    budget: str | None = Field(None, description="very-low | low | medium | high (default: medium).")
+    lam: float | None = Field(None, alias="lambda", ge=0)
+    max_wait_s: float | None = Field(None, ge=0, description="Waiting-time tolerance τ (default 30).")
+    strict_wait: bool = False
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RouteRequest:
+        if (self.query is None) == (self.queries is None):
+            raise ValueError("give either query or queries, not both and not neither")
+        return self
+
+
+class FeedbackItem(BaseModel):
+    """The fields of `mixllm feedback` (the library validates ranges and combinations)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(..., min_length=1, max_length=64, description="The decision_id that /v1/route returned.")
+    quality: float | None = None
+    good: bool | None = None
+    response_tokens: int | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    cost_usd: float | None = None
+
+
+class FeedbackBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[FeedbackItem] = Field(..., min_length=1, max_length=MAX_FEEDBACK_PER_REQUEST)
+
+
+class ChatRequest(BaseModel):
+    """An OpenAI chat-completion request; fields other than these pass through to the chosen LLM."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(..., description="mixllm, or mixllm:<budget> (very-low | low | medium | high).")
+    messages: list[dict[str, Any]] = Field(..., min_length=1, max_length=10_000)
+    stream: bool = False
+
+
+# ---------------------------------------------------------------------------------------------- service
+
+
+@dataclass
+class _Pending:
+    texts: list[str]
+    ids: list[str | None]
+    budgets: list[str | None]
+    lams: list[float]
+    policy: WaitPolicy
+    upstream_only: bool
+    future: asyncio.Future
+
+
+class Service:
+    """The router, its stores and executors, and the micro-batching queue; the app calls into it."""
+
+    def __init__(self, home: Path | str | None = None, catalogue: Path | str | None = None,
+                 store_url: str | None = None, *, log_queries: bool = False):
+        import os
+
+        from .encoder import SPIN_ENV
+        from .state import open_store
+        from .store import home_dir
+
+        # A server's encoder threads must not busy-wait between batches: on a shared 2-core box
+        # spinning made one query's encoding ~4x slower (docs/SERVE.md). An explicit setting wins.
+        os.environ.setdefault(SPIN_ENV, "0")
+        self.home = home_dir(home)
+        self.catalogue_file = catalogue
+        self.store_url = store_url
+        self.log_queries = log_queries
+        probe = open_store(self.home, store_url)
+        try:
+            probe.stats()  # fail now (one `Error:` line) if the store is unreachable or corrupt
+            self.router = Router.load(self.home, catalogue, store=probe)
+            self.store_name = probe.describe()
+            self.shares_snapshot = probe.shares_snapshot
+            self._online_key: Any = probe.snapshot_seq() if self.shares_snapshot else self._file_key()
+        finally:
+            probe.close()
+        self.router.predict(["warm up"])  # load the encoder now, not on the first request
+        self._stores: dict[str, Any] = {}
+        self._exec = {name: ThreadPoolExecutor(1, thread_name_prefix=f"mixllm-{name}")
+                      for name in ("feedback", "learn", "read")}
+        self._pending: list[_Pending] = []
+        self._drainer: asyncio.Task | None = None
+        self._last_batch = 0
+        self._learn_queued = False
+        self._learned_at = 0.0
+        self._checked = time.monotonic()
+        self._upstream_mask = np.array([self.router.catalogue.get(i).base_url is not None
+                                        for i in self.router.llm_ids])
+        self.metrics = _Metrics(self)
+        self.http: Any = None  # an httpx.AsyncClient, opened by the app's lifespan
+
+    # -------------------------------------------------------------- threads and stores
+
+    def _store(self, name: str) -> Any:
+        """The store of executor `name` (or `route`, the event loop's), opened in the thread that uses it
+        (SQLite connections stay in their thread)."""
+        if name not in self._stores:
+            from .state import open_store
+
+            self._stores[name] = open_store(self.home, self.store_url)
+        return self._stores[name]
+
+    async def run(self, name: str, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._exec[name], fn, *args)
+
+    def _close_store(self, name: str) -> None:
+        store = self._stores.pop(name, None)
+        if store is not None:
+            store.close()
+
+    def close(self) -> None:
+        self._close_store("route")
+        for name, ex in self._exec.items():
+            with contextlib.suppress(Exception):
+                ex.submit(self._close_store, name).result(timeout=5)  # in its own thread, like it was opened
+            ex.shutdown(wait=False, cancel_futures=True)
+
+    # -------------------------------------------------------------- routing
+
+    async def route(self, texts: list[str], ids: list[str | None], budgets: list[str | None], lams: list[float],
+                    policy: WaitPolicy, upstream_only: bool = False) -> list[Any]:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(texts, ids, budgets, lams, policy, upstream_only, fut))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        while self._pending:
+            if self._last_batch > 1 and sum(len(p.texts) for p in self._pending) < MAX_BATCH:
+                # Under concurrent load the callers of the last batch are sending their next
+                # requests right now: a moment's wait makes the next batch full instead of 1.
+                await asyncio.sleep(BATCH_WINDOW_S)
+            batch, size = [], 0
+            while self._pending and (not batch or size + len(self._pending[0].texts) <= MAX_BATCH):
+                p = self._pending.pop(0)
+                batch.append(p)
+                size += len(p.texts)
+            try:
+                results = self._route_batch(batch)  # on this thread: see the module docstring
+            except Exception as exc:  # noqa: BLE001 -- passed on: every request of the batch gets it
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            for p, r in zip(batch, results):
+                if not p.future.done():
+                    p.future.set_result(r)
+            self._last_batch = size
+
+    def _route_batch(self, batch: list[_Pending]) -> list[list[Any]]:
+        """One encoder call for the batch, one store transaction per waiting policy."""
+        self._maybe_refresh_online()
+        store = self._store("route")
+        texts = [t for p in batch for t in p.texts]
+        preds = self.router.predict(texts)
+        out: list[list[Any]] = [[] for _ in batch]
+        groups: dict[tuple[WaitPolicy, bool], list[int]] = {}
+        for k, p in enumerate(batch):
+            groups.setdefault((p.policy, p.upstream_only), []).append(k)
+        starts = np.cumsum([0] + [len(p.texts) for p in batch])
+        for (policy, upstream_only), members in groups.items():
+            rows = np.concatenate([np.arange(starts[k], starts[k + 1]) for k in members])
+            sub = preds if len(groups) == 1 else _take(preds, rows)  # the usual case: no copy
+            if upstream_only:
+                sub = replace(sub, available=sub.available & self._upstream_mask[None, :])
+            ds = self.router.decisions(
+                sub, [b for k in members for b in batch[k].budgets], [x for k in members for x in batch[k].lams],
+                [i for k in members for i in batch[k].ids], queries=[texts[r] for r in rows], state=store,
+                policy=policy, log_queries=self.log_queries)
+            it = iter(ds)
+            for k in members:
+                out[k] = [next(it) for _ in batch[k].texts]
+        for d in (d for r in out for d in r):
+            self.metrics.routed(d.choice)
+        self.metrics.batch(len(texts))
+        return out
+
+    def _file_key(self) -> int | None:
+        from .online import SNAPSHOT
+
+        path = self.home / SNAPSHOT
+        return path.stat().st_mtime_ns if path.is_file() else None
+
+    def _maybe_refresh_online(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < REFRESH_S:
+            return
+        self._checked = now
+        store = self._store("route")
+        key = store.snapshot_seq() if self.shares_snapshot else self._file_key()
+        if key == self._online_key:
+            return
+        from .online import load_snapshot
+
+        model = load_snapshot(self.home, self.router.offline_artifacts, store)
+        if model is not None:
+            self.router.use_online(model)
+        self._online_key = key
+
+    def resolve(self, budget: str | None, lam: float | None, where: str) -> tuple[str | None, float]:
+        try:
+            return self.router.resolve_budget(budget, lam)
+        except MixLLMError as exc:
+            msg = str(exc).replace("--budget and --lambda", "budget and lambda").replace("--budget", "budget")
+            raise ApiError(400, f"{where}{msg}", param="budget") from None
+
+    # -------------------------------------------------------------- feedback
+
+    def _record(self, items: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+        from .feedback import record_feedback
+
+        results = record_feedback(self.router, self._store("feedback"), items, self.home, apply=False)
+        for r in results:
+            self.metrics.feedback(r["status"])
+        return results
+
+    async def record(self, items: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+        results = await self.run("feedback", self._record, items)
+        if any(r["status"] == "recorded" for r in results):
+            self.schedule_learning()
+        return results
+
+    def schedule_learning(self) -> None:
+        """Fold the log into the online snapshot in the background; at most one catch-up queued."""
+        if self._learn_queued:
+            return
+        self._learn_queued = True
+
+        def learn() -> None:
+            from .online import catch_up
+
+            # At most one pass per LEARN_INTERVAL_S: under load, feedback folds in micro-batches
+            # instead of re-reading and re-writing the snapshot for every event.
+            time.sleep(max(0.0, self._learned_at + LEARN_INTERVAL_S - time.monotonic()))
+            self._learn_queued = False  # feedback arriving from now on needs another pass
+            self._learned_at = time.monotonic()
+            store = self._store("learn")
+            with store.learning() as mine:
+                if mine:
+                    catch_up(self.home, self.router.offline_artifacts, store)
+            if not mine:  # another replica is folding the log; make sure this one's events get in
+                self.schedule_learning()
+
+        self._exec["learn"].submit(learn)
+
+    def _complete(self, decision_id: str) -> None:
+        """Free the slot of a call that failed upstream (no latency: it must not teach the model)."""
+        self._store("feedback").complete(decision_id)
+
+
+def _take(preds: Any, rows: np.ndarray) -> Any:
+    """The predictions of some queries (rows) of a batch."""
+    def pick(v: Any) -> Any:
+        return v[rows] if isinstance(v, np.ndarray) else v
+
+    return replace(preds, quality=preds.quality[rows], response_tokens=preds.response_tokens[rows],
+                   prompt_tokens=preds.prompt_tokens[rows], cost_usd=preds.cost_usd[rows],
+                   cost_norm=preds.cost_norm[rows], uncertainty=preds.uncertainty[rows], wait_s=preds.wait_s[rows],
+                   available=preds.available[rows], bonus=pick(preds.bonus),
+                   embeddings=None if preds.embeddings is None else preds.embeddings[rows],
+                   token_ids=None if preds.token_ids is None else [preds.token_ids[r] for r in rows])
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+class _Metrics:
+    """Prometheus metrics in a registry of the service's own (several apps can live in one process)."""
+
+    def __init__(self, service: Service):
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client.core import GaugeMetricFamily
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._routed = Counter("mixllm_routed", "Queries routed, by chosen LLM", ["llm"], registry=r)
+        self._feedback = Counter("mixllm_feedback", "Feedback events, by result", ["status"], registry=r)
+        buckets = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5)
+        self.route_latency = Histogram("mixllm_route_latency_seconds", "Time to answer /v1/route",
+                                       buckets=buckets, registry=r)
+        self._batch = Histogram("mixllm_route_batch_queries", "Queries per encoder batch",
+                                buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
+        self.upstream_latency = Histogram("mixllm_upstream_latency_seconds", "Chat completions: upstream call time",
+                                          ["llm"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+                                          registry=r)
+        self.upstream_tokens = Counter("mixllm_upstream_tokens", "Chat completions: tokens reported by upstream",
+                                       ["llm", "kind"], registry=r)
+        self.upstream_cost = Counter("mixllm_upstream_cost_usd", "Chat completions: catalogue cost of the calls",
+                                     ["llm"], registry=r)
+
+        class QueueDepth:
+            def collect(self) -> Any:
+                g = GaugeMetricFamily("mixllm_queue_depth", "Calls admitted and not finished, by LLM (shared "
+                                      "state: every replica's calls)", labels=["llm"])
+                depth = service._store("read").open_calls(time.time())
+                for llm in service.router.llm_ids:
+                    g.add_metric([llm], depth.get(llm, 0))
+                yield g
+
+        r.register(QueueDepth())
+
+    def routed(self, llm: str) -> None:
+        self._routed.labels(llm).inc()
+
+    def feedback(self, status: str) -> None:
+        self._feedback.labels(status).inc()
+
+    def batch(self, n: int) -> None:
+        self._batch.observe(n)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+# ---------------------------------------------------------------------------------------------- the app
+
+
+class _BodyLimit:
+    """Refuse bodies over `limit` bytes with a 413 JSON error, whether or not they declare a length."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(send)
+            return
+        body = bytearray()
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body += msg.get("body", b"")
+            if len(body) > self.limit:
+                await self._too_large(send)
+                return
+            if not msg.get("more_body"):
+                break
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Any) -> None:
+        payload = json.dumps(_error_body(f"request body over {self.limit:,} bytes", "request_too_large")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def create_app(service: Service) -> FastAPI:
+    from . import __version__
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        import httpx
+
+        service.http = httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=10.0),
+                                         limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+        try:
+            yield
+        finally:
+            await service.http.aclose()
+            service.close()
+
+    app = FastAPI(title="mixllm", version=__version__, lifespan=lifespan,
+                  description="Route each query to the LLM that best balances quality, cost and waiting time.")
+    app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(_error_body(exc.message, exc.kind, exc.param), status_code=exc.status)
+
+    @app.exception_handler(MixLLMError)
+    async def _domain_error(request: Request, exc: MixLLMError) -> JSONResponse:
+        status = _status_of(exc)
+        kind = {400: "invalid_request_error", 404: "not_found", 502: "upstream_error"}.get(status, "unavailable")
+        return JSONResponse(_error_body(str(exc).splitlines()[0], kind), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        loc = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        message = f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))
+        body = _error_body(message, "invalid_request_error", loc or None)
+        body["error"]["details"] = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg"))}
+                                    for e in errors[:20]]
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(_error_body(str(exc.detail), kind), status_code=exc.status_code)
+
+    @app.post("/v1/route", summary="Route one query or a batch; the decisions `mixllm route --json` prints")
+    async def route(body: RouteRequest) -> JSONResponse:
+        started = time.perf_counter()
+        default = service.resolve(body.budget, body.lam, "")
+        items = [RouteQuery(id=body.id, query=body.query)] if body.query is not None else body.queries
+        texts, ids, budgets, lams = [], [], [], []
+        for k, q in enumerate(items):
+            where = "" if body.query is not None else f"queries[{k}]."
+            try:
+                texts.append(check_query(q.query, f"{where}query"))
+            except MixLLMError as exc:
+                raise ApiError(400, str(exc), param=f"{where}query") from None
+            name, lam = service.resolve(q.budget, q.lam, where) if (q.budget or q.lam is not None) else default
+            ids.append(None if q.id is None else str(q.id))
+            budgets.append(name)
+            lams.append(lam)
+        policy = WaitPolicy(tolerance_s=30.0 if body.max_wait_s is None else body.max_wait_s,
+                            strict=body.strict_wait)
+        decisions = await service.route(texts, ids, budgets, lams, policy)
+        service.metrics.route_latency.observe(time.perf_counter() - started)
+        if body.query is not None:
+            return JSONResponse(decisions[0].to_dict())
+        return JSONResponse({"decisions": [d.to_dict() for d in decisions]})
+
+    @app.post("/v1/feedback", summary="Tell mixllm how routed calls went (`mixllm feedback`); idempotent")
+    async def feedback(body: FeedbackItem | FeedbackBatch) -> JSONResponse:
+        from .feedback import parse_feedback
+
+        batch = isinstance(body, FeedbackBatch)
+        raw = body.items if batch else [body]
+        items: list[tuple[str, Any]] = []
+        for k, it in enumerate(raw):
+            where = f"items[{k}]" if batch else "feedback"
+            try:
+                items.append((where, parse_feedback(it.model_dump(exclude_none=True), where)))
+            except MixLLMError as exc:
+                if not batch:
+                    raise ApiError(400, str(exc).removeprefix("feedback: ")) from None
+                items.append((where, exc))
+        results = await service.record(items)
+        if not batch:
+            r = results[0]
+            if r["status"] == "error":
+                msg = r["error"].removeprefix("feedback: ")
+                raise ApiError(404 if "unknown decision id" in msg else 400, msg, param="id")
+            r.pop("where")
+            return JSONResponse(r)
+        return JSONResponse({"results": [{"index": k, **{x: v for x, v in r.items() if x != "where"}}
+                                         for k, r in enumerate(results)]})
+
+    @app.get("/v1/llms", summary="The pool (`mixllm llms --json`), with the shared queue's calls in flight")
+    async def llms() -> JSONResponse:
+        from .pool import list_llms
+
+        rows = await service.run("read", lambda: list_llms(service.home, service.catalogue_file,
+                                                           store=service._store("read")))
+        for row in rows:
+            entry = service.router.catalogue.get(row["id"]) if row["id"] in service.router.catalogue else None
+            row["upstream"] = None if entry is None or entry.base_url is None else {
+                "base_url": entry.base_url, "model": entry.upstream_model or entry.id}
+        return JSONResponse(rows)
+
+    @app.get("/healthz", summary="Liveness: the store answers")
+    async def healthz() -> JSONResponse:
+        try:
+            stats = await service.run("read", lambda: service._store("read").stats())
+        except MixLLMError as exc:
+            return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ok", "store": service.store_name, "llms": list(service.router.llm_ids),
+                             "decisions": stats["decisions"], "feedback": stats["feedback"]})
+
+    @app.get("/metrics", summary="Prometheus text format")
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(await service.run("read", service.metrics.render), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/chat/completions", summary="OpenAI-compatible: mixllm picks the LLM and forwards the call")
+    async def chat(body: ChatRequest) -> Response:
+        from .upstream import last_user_text, parse_model
+
+        try:
+            budget = parse_model(body.model, tuple(service.router.artifacts.presets))
+            text = check_query(last_user_text(body.messages), "messages: last user message")
+        except MixLLMError as exc:
+            raise ApiError(400, str(exc), param="model" if str(exc).startswith("model") else "messages") from None
+        if not service._upstream_mask.any():
+            raise ApiError(503, "no LLM of the catalogue has a base_url; add base_url (and api_key_env) to "
+                                "models.yaml to forward chat completions", "unavailable")
+        name, lam = service.resolve(budget, None, "")
+        (decision,) = await service.route([text], [None], [name], [lam], WaitPolicy(), upstream_only=True)
+        return await _forward(service, body, decision)
+
+    return app
+
+
+async def _forward(service: Service, body: ChatRequest, decision: Any) -> Response:
+    """Send the request to the chosen LLM, answer (or stream) its reply, then record what it cost."""
+    import httpx
+
+    from .feedback import Feedback
+    from .upstream import call_cost_usd, upstream_call, usage_tokens
+
+    llm = service.router.catalogue.get(decision.choice)
+    info = {"llm": llm.id, "decision_id": decision.decision_id, "budget": decision.budget,
+            "lambda": decision.lam}
+    headers = {LLM_HEADER: llm.id, DECISION_HEADER: decision.decision_id or ""}
+    payload = body.model_dump()
+    try:
+        url, up_headers, up_body = upstream_call(llm, payload)
+        started = time.perf_counter()
+        req = service.http.build_request("POST", url, headers=up_headers, json=up_body)
+        resp = await service.http.send(req, stream=True)
+    except (UpstreamError, httpx.HTTPError) as exc:
+        await service.run("feedback", service._complete, decision.decision_id)
+        msg = str(exc) if isinstance(exc, UpstreamError) else f"LLM {llm.id!r}: {type(exc).__name__}: {exc}"
+        return JSONResponse(_error_body(msg, "upstream_error"), status_code=502, headers=headers)
+
+    async def finish(usage: Any, ttft_ms: float | None) -> None:
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        prompt, completion = usage_tokens(usage)
+        cost = call_cost_usd(llm, prompt, completion)
+        service.metrics.upstream_latency.labels(llm.id).observe(latency_ms / 1000.0)
+        if prompt is not None:
+            service.metrics.upstream_tokens.labels(llm.id, "prompt").inc(prompt)
+        if completion is not None:
+            service.metrics.upstream_tokens.labels(llm.id, "completion").inc(completion)
+        if cost is not None:
+            service.metrics.upstream_cost.labels(llm.id).inc(cost)
+        fb = Feedback(decision.decision_id, response_tokens=completion, latency_ms=round(latency_ms, 3),
+                      ttft_ms=None if ttft_ms is None else round(ttft_ms, 3), cost_usd=cost)
+        await service.record([("upstream", fb)])
+
+    if resp.status_code != 200:
+        raw = await resp.aread()
+        await resp.aclose()
+        await service.run("feedback", service._complete, decision.decision_id)
+        try:
+            upstream_msg = json.loads(raw)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            upstream_msg = raw[:200].decode("utf-8", "replace")
+        return JSONResponse(_error_body(f"LLM {llm.id!r} answered {resp.status_code}: {upstream_msg}",
+                                        "upstream_error"), status_code=502, headers=headers)
+
+    if not body.stream:
+        try:
+            raw = await resp.aread()
+        finally:
+            await resp.aclose()
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            await service.run("feedback", service._complete, decision.decision_id)
+            return JSONResponse(_error_body(f"LLM {llm.id!r} answered with something that is not a JSON object",
+                                            "upstream_error"), status_code=502, headers=headers)
+        await finish(obj.get("usage"), None)
+        obj["mixllm"] = info
+        return JSONResponse(obj, headers=headers)
+
+    async def relay() -> Any:
+        usage, ttft_ms = None, None
+        try:
+            async for line in resp.aiter_lines():
+                if not line.startswith("data:"):
+                    if line:
+                        yield line + "\n"
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    yield "data: [DONE]\n\n"
+                    continue
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    yield line + "\n\n"
+                    continue
+                if isinstance(chunk, dict):
+                    if ttft_ms is None and any((c.get("delta") or {}).get("content")
+                                               for c in chunk.get("choices") or [] if isinstance(c, dict)):
+                        ttft_ms = (time.perf_counter() - started) * 1000.0
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    chunk["mixllm"] = info
+                yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+        finally:
+            await resp.aclose()
+            # Record even when the caller went away mid-stream; shielded from its cancellation.
+            await asyncio.shield(finish(usage, ttft_ms))
+
+    return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
+
+
+def serve(service: Service, host: str = "127.0.0.1", port: int = 8080,
+          log_level: Literal["critical", "error", "warning", "info", "debug"] = "warning") -> None:
+    """Serve a loaded `Service` until stopped (SIGINT/SIGTERM end it gracefully)."""
+    import uvicorn
+
+    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level, access_log=False,
+                timeout_graceful_shutdown=5)

@@ -1,0 +1,241 @@
+"""The PostgreSQL backend of the state store: several `mixllm serve` replicas share one database.
+
+Only connection, transaction, migration and snapshot details live here; every query is
+`state.StoreBase`'s, written in the SQL both backends understand (`?` placeholders are turned
+into psycopg's `%s` once per statement text).
+
+Locking: every write transaction first takes one transaction-scoped advisory lock
+(`pg_advisory_xact_lock(QUEUE_LOCK)`), the PostgreSQL twin of SQLite's `BEGIN IMMEDIATE`.
+Why one advisory lock rather than row locks: a routing decision reads the queue of *every* LLM
+(the waits of all candidates enter the score) before it writes one row, so a row-lock scheme
+would have to lock every LLM's queue row anyway, in a fixed order, and would still need a
+serialisation point for the feedback log. One lock also makes the feedback log's `seq` commit
+in order (a reader never sees seq 12 committed while 11 is still in flight, which would make
+`feedback_since` skip 11 forever). The transactions run at READ COMMITTED, so each statement
+after the lock sees everything the previous holder committed. The lock is released by commit,
+rollback, or the server noticing that a killed replica's connection is gone, so a SIGKILLed
+replica can never leave the queue locked or half-written. The critical section is a few
+round trips (~1 ms on loopback); the encoder, not the lock, bounds a replica's throughput.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import MixLLMError
+from .state import StoreBase
+
+QUEUE_LOCK = 0x6D69786C6C6D  # "mixllm": the one write lock (advisory, transaction-scoped)
+MIGRATE_LOCK = QUEUE_LOCK + 1
+LEARN_LOCK = QUEUE_LOCK + 2  # session-scoped: one replica at a time folds the feedback log
+CONNECT_TIMEOUT_S = 10
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the SQLite schema's versions 1 and 2 in PostgreSQL types, plus the shared online snapshot (stored
+    # uncompressed: float arrays barely compress, and compressing megabytes on every save costs CPU)
+    """
+    CREATE TABLE decisions (
+        id TEXT PRIMARY KEY,
+        created_s DOUBLE PRECISION NOT NULL,
+        llm TEXT NOT NULL,
+        budget TEXT,
+        lambda DOUBLE PRECISION NOT NULL,
+        query_sha256 TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        predicted_response_tokens DOUBLE PRECISION NOT NULL,
+        predicted_cost_usd DOUBLE PRECISION NOT NULL,
+        expected_wait_s DOUBLE PRECISION NOT NULL,
+        embedding BYTEA,
+        token_ids BYTEA,
+        candidates TEXT,
+        query_text TEXT
+    );
+    CREATE TABLE jobs (
+        decision_id TEXT PRIMARY KEY REFERENCES decisions(id),
+        llm TEXT NOT NULL,
+        slot INTEGER NOT NULL,
+        start_s DOUBLE PRECISION NOT NULL,
+        end_s DOUBLE PRECISION NOT NULL,
+        done_s DOUBLE PRECISION
+    );
+    CREATE INDEX jobs_in_flight ON jobs(end_s) WHERE done_s IS NULL;
+    CREATE TABLE latency_observations (
+        decision_id TEXT PRIMARY KEY REFERENCES decisions(id),
+        llm TEXT NOT NULL,
+        at_s DOUBLE PRECISION NOT NULL,
+        latency_ms DOUBLE PRECISION,
+        ttft_ms DOUBLE PRECISION,
+        response_tokens DOUBLE PRECISION
+    );
+    CREATE INDEX latency_observations_llm ON latency_observations(llm, at_s);
+    CREATE TABLE latency_estimates (
+        llm TEXT PRIMARY KEY,
+        ttft_ms DOUBLE PRECISION NOT NULL,
+        output_tokens_per_s DOUBLE PRECISION NOT NULL,
+        n INTEGER NOT NULL
+    );
+    CREATE TABLE feedback (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        decision_id TEXT NOT NULL REFERENCES decisions(id),
+        llm TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('refined', 'binary')),
+        quality DOUBLE PRECISION,
+        good INTEGER,
+        response_tokens INTEGER,
+        latency_ms DOUBLE PRECISION,
+        cost_usd DOUBLE PRECISION,
+        content_sha256 TEXT NOT NULL,
+        at_s DOUBLE PRECISION NOT NULL,
+        UNIQUE (decision_id, content_sha256)
+    );
+    CREATE INDEX feedback_llm_seq ON feedback(llm, seq);
+    CREATE TABLE online_snapshot (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        last_seq BIGINT NOT NULL,
+        saved_s DOUBLE PRECISION NOT NULL,
+        data BYTEA NOT NULL
+    );
+    ALTER TABLE online_snapshot ALTER COLUMN data SET STORAGE EXTERNAL;
+    """,
+)
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+class _Conn:
+    """A psycopg connection that speaks `?` placeholders, like sqlite3."""
+
+    def __init__(self, raw: Any, where: str):
+        self.raw = raw
+        self.where = where
+        self._sql: dict[str, str] = {}
+
+    def execute(self, sql: str, params: tuple | list = ()) -> Any:
+        import psycopg
+
+        q = self._sql.get(sql)
+        if q is None:
+            q = self._sql[sql] = _PLACEHOLDER.sub("%s", sql)
+        try:
+            return self.raw.execute(q, params)
+        except psycopg.Error as exc:
+            raise _failure(self.where, exc) from None
+
+
+def _failure(where: str, exc: Exception, what: str = "state database error") -> MixLLMError:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return MixLLMError(f"{where}: {what} ({msg})")
+
+
+class PostgresStore(StoreBase):
+    shares_snapshot = True
+
+    def __init__(self, url: str):
+        self.url = url
+        self._conn: _Conn | None = None
+
+    def describe(self) -> str:
+        return redact(self.url)
+
+    @property
+    def conn(self) -> _Conn:
+        if self._conn is not None and (self._conn.raw.closed or self._conn.raw.broken):
+            self.close()  # the server restarted or the network dropped: reconnect
+        if self._conn is None:
+            import psycopg
+
+            try:
+                raw = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                                      application_name="mixllm")
+            except psycopg.Error as exc:
+                raise _failure(self.describe(), exc, "cannot connect to the state database") from None
+            try:
+                self._migrate(raw)
+            except psycopg.Error as exc:
+                raw.close()
+                raise _failure(self.describe(), exc, "cannot migrate the state database") from None
+            self._conn = _Conn(raw, self.describe())
+        return self._conn
+
+    @staticmethod
+    def _migrate(raw: Any) -> None:
+        with raw.transaction():
+            # Replicas starting at once take turns; DDL is transactional, so a crash leaves the old version.
+            raw.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
+            raw.execute("CREATE TABLE IF NOT EXISTS mixllm_schema (version INTEGER NOT NULL)")
+            row = raw.execute("SELECT version FROM mixllm_schema").fetchone()
+            version = row[0] if row else 0
+            if row is None:
+                raw.execute("INSERT INTO mixllm_schema VALUES (0)")
+            for i, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        raw.execute(statement)
+                raw.execute("UPDATE mixllm_schema SET version = %s", (i,))
+
+    def schema_version(self) -> int:
+        return self.conn.execute("SELECT version FROM mixllm_schema").fetchone()[0]
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.raw.close()
+            self._conn = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[_Conn]:
+        """One writer at a time across every replica (the advisory lock); all or nothing."""
+        import psycopg
+
+        conn = self.conn
+        try:
+            with conn.raw.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(?)", (QUEUE_LOCK,))
+                yield conn
+        except psycopg.Error as exc:  # the commit or rollback itself failed
+            raise _failure(self.describe(), exc) from None
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return self.conn.execute(sql, params).fetchall()
+
+    # ---------------------------------------------------------------- the shared online snapshot
+
+    @contextlib.contextmanager
+    def learning(self) -> Iterator[bool]:
+        """True for the one replica that holds the learner lock (released on exit, or when its
+        connection dies); the others get False and try again later."""
+        got = bool(self.conn.execute("SELECT pg_try_advisory_lock(?)", (LEARN_LOCK,)).fetchone()[0])
+        try:
+            yield got
+        finally:
+            if got and self._conn is not None and not self._conn.raw.broken:
+                with contextlib.suppress(MixLLMError):
+                    self._conn.execute("SELECT pg_advisory_unlock(?)", (LEARN_LOCK,))
+
+    def read_snapshot(self) -> bytes | None:
+        rows = self._read("SELECT data FROM online_snapshot WHERE id = 1")
+        return bytes(rows[0][0]) if rows else None
+
+    def snapshot_seq(self) -> int | None:
+        rows = self._read("SELECT last_seq FROM online_snapshot WHERE id = 1")
+        return int(rows[0][0]) if rows else None
+
+    def write_snapshot(self, data: bytes, last_seq: int) -> bool:
+        """Store the snapshot unless another replica already stored one that has seen more of the log;
+        False if it was not stored. Replicas catching up at once compute the same state from the
+        same log, so keeping the furthest one is enough. One statement, atomic on its own: it takes the
+        snapshot row's lock, not the queue's, so routing on every replica goes on while megabytes are written."""
+        cur = self.conn.execute(
+            "INSERT INTO online_snapshot (id, last_seq, saved_s, data) VALUES (1, ?, ?, ?) ON CONFLICT (id) "
+            "DO UPDATE SET last_seq = excluded.last_seq, saved_s = excluded.saved_s, data = excluded.data "
+            "WHERE online_snapshot.last_seq <= excluded.last_seq", (last_seq, time.time(), data))
+        return cur.rowcount == 1

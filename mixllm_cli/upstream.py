@@ -1,0 +1,97 @@
+"""Forwarding an OpenAI-style chat completion to the LLM the router chose.
+
+Pure helpers (no HTTP here): which budget a `model` name asks for, the text to route (the last
+user message), the request to send upstream (the catalogue entry's `base_url`, the key read
+from the environment variable it names, the upstream model name), and what the call cost.
+`server` does the I/O with httpx.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .errors import MixLLMError, UsageError
+
+MODEL_PREFIX = "mixllm"
+
+
+class UpstreamError(MixLLMError):
+    """The chosen LLM's endpoint is not configured, unreachable, or answered with an error."""
+
+
+def parse_model(model: str, budgets: tuple[str, ...]) -> str | None:
+    """`mixllm` → None (the default budget); `mixllm:low` → 'low'; anything else is a usage error."""
+    if model == MODEL_PREFIX:
+        return None
+    if model.startswith(MODEL_PREFIX + ":"):
+        budget = model[len(MODEL_PREFIX) + 1:]
+        if budget in budgets:
+            return budget
+        raise UsageError(f"model: unknown budget {budget!r}; use mixllm or mixllm:<budget> with one of: "
+                         f"{', '.join(budgets)}")
+    raise UsageError(f"model: must be 'mixllm' or 'mixllm:<budget>' (got {model!r}); mixllm picks the LLM")
+
+
+def _text(content: Any) -> str | None:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: keep the text ones
+        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        texts = [t for t in parts if isinstance(t, str)]
+        return "\n".join(texts) if texts else None
+    return None
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    """What the router reads: the text of the last `user` message."""
+    for i in range(len(messages) - 1, -1, -1):
+        m = messages[i]
+        if m.get("role") == "user":
+            text = _text(m.get("content"))
+            if text is None or not text.strip():
+                raise UsageError(f"messages[{i}].content: the last user message has no text to route")
+            return text
+    raise UsageError("messages: no user message to route")
+
+
+def has_upstream(llm: Any) -> bool:
+    return llm.base_url is not None
+
+
+def upstream_call(llm: Any, body: dict[str, Any], environ: Any = None) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """(URL, headers, JSON body) of the request to send to `llm`'s endpoint."""
+    environ = os.environ if environ is None else environ
+    if llm.base_url is None:
+        raise UpstreamError(f"LLM {llm.id!r} has no base_url in the catalogue")
+    headers = {"content-type": "application/json"}
+    if llm.api_key_env is not None:
+        key = environ.get(llm.api_key_env)
+        if not key:
+            raise UpstreamError(f"LLM {llm.id!r}: the environment variable {llm.api_key_env} (api_key_env) is not set")
+        headers["authorization"] = f"Bearer {key}"
+    out = dict(body)
+    out["model"] = llm.upstream_model or llm.id
+    if out.get("stream"):
+        # Ask for the real token counts in the last chunk (providers that ignore it still stream).
+        out["stream_options"] = {**(out.get("stream_options") or {}), "include_usage": True}
+    return llm.base_url.rstrip("/") + "/chat/completions", headers, out
+
+
+def usage_tokens(usage: Any) -> tuple[int | None, int | None]:
+    """(prompt tokens, completion tokens) of an OpenAI `usage` object, None where absent or malformed."""
+    if not isinstance(usage, dict):
+        return None, None
+
+    def count(key: str) -> int | None:
+        v = usage.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+    return count("prompt_tokens"), count("completion_tokens")
+
+
+def call_cost_usd(llm: Any, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
+    """The catalogue price of the call's real token counts; None without usage."""
+    if prompt_tokens is None or completion_tokens is None:
+        return None
+    return (prompt_tokens * llm.input_usd_per_mtok + completion_tokens * llm.output_usd_per_mtok) / 1e6
