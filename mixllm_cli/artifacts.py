@@ -105,14 +105,17 @@ def load_artifact_set(set_dir: Path, llm_ids: list[str] | None = None) -> Artifa
             features = FeatureSpec.from_arrays(dict(npz))
 
     heads: dict[str, LLMHeads] = {}
+    a_invs: dict[str, np.ndarray] = {}
     for llm_id in heads_meta if llm_ids is None else llm_ids:
         meta = heads_meta.get(llm_id)
         if meta is None:
             continue
         quality = load_head(verified_path(set_dir, meta["quality"]["file"], meta["quality"]["sha256"]))
         length = load_head(verified_path(set_dir, meta["length"]["file"], meta["length"]["sha256"]))
-        a_inv = np.load(verified_path(set_dir, meta["ainv"]["file"], meta["ainv"]["sha256"]), allow_pickle=False)
-        heads[llm_id] = LLMHeads(quality=quality, length=length, a_inv=a_inv)
+        sha = meta["ainv"]["sha256"]
+        if sha not in a_invs:  # LLMs trained on the same rows share one A⁻¹: load it (and use it) once
+            a_invs[sha] = np.load(verified_path(set_dir, meta["ainv"]["file"], sha), allow_pickle=False)
+        heads[llm_id] = LLMHeads(quality=quality, length=length, a_inv=a_invs[sha])
 
     cold = {
         llm_id: ColdLLM(float(c["prior_quality"]), float(c["prior_response_tokens"]), float(c["explore_share"]))

@@ -214,12 +214,15 @@ class Router:
         n = len(e)
         keys = np.ones(n) if explore_keys is None else np.asarray(explore_keys, dtype=np.float64)
         cols_q, cols_len, cols_unc, cols_ok = [], [], [], []
+        unc_of: dict[int, np.ndarray] = {}  # LLMs sharing one A⁻¹ (same training rows) share the product
         for llm_id in self.llm_ids:
             h = self.artifacts.heads.get(llm_id)
             if h is not None:
                 cols_q.append(h.quality.predict(x))
                 cols_len.append(h.length.predict(x))
-                cols_unc.append(((e @ h.a_inv) * e).sum(axis=1))  # eᵀA⁻¹e per row, via BLAS
+                if id(h.a_inv) not in unc_of:
+                    unc_of[id(h.a_inv)] = ((e @ h.a_inv) * e).sum(axis=1)  # eᵀA⁻¹e per row, via BLAS
+                cols_unc.append(unc_of[id(h.a_inv)])
                 cols_ok.append(np.ones(n, dtype=bool))
             else:
                 cold = self.artifacts.cold[llm_id]
