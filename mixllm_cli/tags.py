@@ -77,13 +77,15 @@ def question_block(query: str) -> str:
 def candidate_ngrams(query: str, max_n: int = MAX_NGRAM) -> list[str]:
     """Lower-cased word n-grams of the question block, without a stopword at either end; in order, unique.
 
-    n-grams stay within one line and one sentence, and skip names: a word the block writes
-    capitalised inside a sentence and never in lower case ("unlike Kenneth") says nothing about
-    what kind of query this is.
+    n-grams stay within one line and one sentence, and skip names: a word the block never writes
+    in lower case, and writes capitalised either inside a sentence ("unlike Kenneth") or more
+    than once ("Megan liked ..." and "A) Megan"), says nothing about what kind of query this is.
     """
     segments = [_WORD.findall(s) for s in _SEGMENTS.split(question_block(query))]
-    lower = {w for raw in segments for w in raw if w[0].islower()}
-    names = {w.lower() for raw in segments for w in raw[1:] if w[0].isupper() and w.lower() not in lower}
+    lower = {w.lower() for raw in segments for w in raw if w[0].islower()}
+    capitalised = Counter(w.lower() for raw in segments for w in raw if w[0].isupper())
+    inside = {w.lower() for raw in segments for w in raw[1:] if w[0].isupper()}
+    names = {w for w, n in capitalised.items() if w not in lower and (w in inside or n > 1)}
     seen: dict[str, None] = {}
     for raw in segments:
         words = [w.lower().strip("'-") for w in raw]
