@@ -262,3 +262,26 @@ def test_routing_with_tags_never_imports_sklearn(tiny, tiny_trained_tags):
             "assert r.artifacts.projection is not None and 'sklearn' not in sys.modules")
     env = {**os.environ, "MIXLLM_DEFAULT_ARTIFACTS": str(tiny / "shipped")}
     assert subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode == 0
+
+
+def test_add_llm_to_a_tags_set_uses_its_projection(tags_home, cli, tmp_path):
+    from conftest import CODE
+
+    from mixllm_cli.artifacts import load_artifact_set
+    from mixllm_cli.encoder import Encoder
+    from mixllm_cli.refit import load_training_rows
+    from mixllm_cli.training import a_inverse
+
+    data = tmp_path / "newbie.jsonl"
+    out = {"quality": 1.0, "prompt_tokens": 8, "response_tokens": 50, "cost_usd": 0.0001}
+    data.write_text("".join(json.dumps({"id": f"n{i}", "query": CODE[i % 5], "outcomes": {"newbie": out}}) + "\n"
+                            for i in range(30)))
+    code, _, err = cli("add-llm", "newbie", "--input-usd-per-mtok", "0.5", "--output-usd-per-mtok", "1.5",
+                       "--data", data)
+    assert code == 0, err
+    arts = load_artifact_set(tags_home / "artifacts")
+    rows = load_training_rows(tags_home / "artifacts" / "heads" / "newbie.rows.npz")
+    raw = Encoder.from_dir(arts.encoder_dir).encode([CODE[i % 5] for i in range(30)]).embeddings
+    np.testing.assert_allclose(rows.embeddings, raw, atol=1e-3)  # stored: the encoder's vectors
+    np.testing.assert_allclose(arts.heads["newbie"].a_inv, a_inverse(arts.embed(raw)), atol=1e-4)  # used: projected
+    assert np.abs(a_inverse(raw) - a_inverse(arts.embed(raw))).max() > 1e-2
