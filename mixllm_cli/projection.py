@@ -199,7 +199,7 @@ def fit_projection(
     dim: int | None = None,
     tau: float = 0.1,
     inter_weight: float = 1.0,
-    reg: float = 0.01,
+    reg: float = 0.3,
     max_iter: int = 100,
 ) -> tuple[Projection, dict[str, Any]]:
     """Train W and the centres by L-BFGS from W₀ and the domains' mean projected vectors.
