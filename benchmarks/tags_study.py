@@ -276,7 +276,7 @@ def test_split(cat, settings: TagSettings, contrast: TagSettings | None) -> list
                "without (query embeddings from the cache in both)"),
               (f"- projection applied to one query: median {latency['apply_us']:.1f} µs; "
                f"`predict_encoded` on one query: median {latency['general_ms']:.3f} ms general, "
-               f"{latency['tags_ms']:.3f} ms with tags (+{latency['tags_ms'] - latency['general_ms']:.3f} ms)")]
+               f"{latency['tags_ms']:.3f} ms with tags ({latency['tags_ms'] - latency['general_ms']:+.3f} ms)")]
     return lines
 
 
