@@ -5,6 +5,7 @@ Layout of a set (the shipped default `artifacts/`, or `<home>/artifacts/`):
     manifest.json          versions, fingerprints, presets, cost scale, and a sha256 per file
     encoder/               model.onnx + tokenizer.json (a trained set may reuse the shipped one)
     features.npz           the lexical feature spec (idf weights), numpy only, no pickle
+    projection.npz         the tag-enhanced embedding (tags.py, projection.py), only in sets trained with tags
     heads/<llm>.quality.joblib, heads/<llm>.length.joblib   one file per LLM per head
     heads/<llm>.ainv.npy   A_l⁻¹ for the uncertainty term, numpy only, no pickle
 """
@@ -20,6 +21,7 @@ import numpy as np
 from .errors import ArtifactError
 from .features import FeatureSpec
 from .predictors import Head, load_head
+from .projection import Projection, transform_embeddings
 from .store import read_manifest, shipped_artifacts_dir, verified_path
 
 
@@ -68,6 +70,17 @@ class ArtifactSet:
     presets: dict[str, Preset]
     cost_scale_usd: float
     reference_llm: str
+    tag_model: Any = None  # a tags.TagModel when the set was trained with tags, else None
+
+    @property
+    def projection(self) -> Projection | None:
+        return None if self.tag_model is None else self.tag_model.projection
+
+    def embed(self, encoder_embeddings: np.ndarray) -> np.ndarray:
+        """The embedding this set's heads, A⁻¹ and feedback net read: the encoder's vectors through the
+        set's projection (unchanged without one). Stored vectors (training rows, the decision log) are
+        always the encoder's, so a log outlives a retrained projection."""
+        return transform_embeddings(self.projection, encoder_embeddings)
 
 
 def _encoder_dir(set_dir: Path, manifest: dict[str, Any]) -> Path:
@@ -104,6 +117,21 @@ def load_artifact_set(set_dir: Path, llm_ids: list[str] | None = None) -> Artifa
         with np.load(path, allow_pickle=False) as npz:
             features = FeatureSpec.from_arrays(dict(npz))
 
+    tag_model = None
+    tags_meta = manifest.get("tags")
+    if tags_meta:
+        from .tags import TagModel
+
+        try:
+            path = verified_path(set_dir, tags_meta["file"], tags_meta["sha256"])
+        except (KeyError, TypeError):
+            raise ArtifactError(f"{set_dir / 'manifest.json'}: tags: malformed entry") from None
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                tag_model = TagModel.from_arrays(dict(npz))
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{path}: unreadable projection file ({exc})") from None
+
     heads: dict[str, LLMHeads] = {}
     a_invs: dict[str, np.ndarray] = {}
     for llm_id in heads_meta if llm_ids is None else llm_ids:
@@ -132,4 +160,5 @@ def load_artifact_set(set_dir: Path, llm_ids: list[str] | None = None) -> Artifa
         presets=presets,
         cost_scale_usd=cost_scale,
         reference_llm=reference,
+        tag_model=tag_model,
     )

@@ -76,18 +76,25 @@ def train_offline_cmd(
     quality_head: Annotated[str, typer.Option(help="Quality head family: logistic | rf | mlp | knn.")] = "logistic",
     length_head: Annotated[str, typer.Option(help="Length head family: ridge | rf | mlp | knn.")] = "ridge",
     seed: Annotated[int, typer.Option(help="Random seed for folds and estimators.")] = 0,
+    tags: Annotated[
+        bool | None,
+        typer.Option("--tags/--no-tags", help="Train the tag-enhanced embedding (docs/TAGS.md) or keep the general "
+                     "one (default: --no-tags, the better one on RouterBench)."),
+    ] = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Train per-LLM heads on full feedback and calibrate the budget presets.
 
-    Writes a new artifact set to <home>/artifacts atomically.
+    Writes a new artifact set to <home>/artifacts atomically. With --tags, query tags (the
+    dataset's `tags` field, else derived keyphrases plus `task`) are grouped into domains and a
+    projection of the embedding is trained to gather each domain; routing applies it.
 
     Example: mixllm train-offline data/routerbench/train.jsonl --home ./myrouter
     """
     from . import output
     from .catalogue import load_catalogue
     from .store import catalogue_path, home_artifacts_dir, shipped_artifacts_dir
-    from .training import LENGTH_FAMILIES, QUALITY_FAMILIES, train_offline
+    from .training import LENGTH_FAMILIES, QUALITY_FAMILIES, TAGS_DEFAULT, train_offline
 
     if quality_head not in QUALITY_FAMILIES:
         raise UsageError(f"--quality-head: unknown family '{quality_head}'; choose one of: {', '.join(QUALITY_FAMILIES)}")
@@ -97,8 +104,31 @@ def train_offline_cmd(
     with _progress() as progress:
         report = train_offline(data, cat, home_artifacts_dir(home), shipped_artifacts_dir() / "encoder",
                                families={"quality": quality_head, "length": length_head}, seed=seed,
-                               progress=progress, cache=_cache(home, no_cache))
+                               progress=progress, cache=_cache(home, no_cache),
+                               tags=TAGS_DEFAULT if tags is None else tags)
     output.training_summary(report)
+
+
+@app.command("tags")
+def tags_cmd(
+    query: Annotated[str, typer.Argument(help="The query to tag.")],
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+) -> None:
+    """Show the tags mixllm derives for a query and the domain they put it in (for debugging).
+
+    The domain needs an artifact set trained with --tags; otherwise only the tags are shown.
+
+    Example: mixllm tags "Why does a plastic rod have a negative charge after being rubbed with fur?"
+    """
+    from . import output
+    from .tags import tag_query
+
+    report = tag_query(query, home)
+    if as_json:
+        output.json_line(report)
+        return
+    output.tags_report(report)
 
 
 @app.command("route")

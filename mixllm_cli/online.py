@@ -172,7 +172,7 @@ class OnlineModel:
         """Fold one feedback event (joined with its decision) into the model. Heads are refitted
         later, by `refit_due`, when enough outcomes have gathered."""
         llm = event["llm"]
-        e = np.frombuffer(event["embedding"], dtype=np.float32).astype(np.float64)
+        e = artifacts.embed(np.frombuffer(event["embedding"], dtype=np.float32)[None, :])[0].astype(np.float64)
         c = self.counts.setdefault(llm, {"refined": 0, "binary": 0})
         meta = artifacts.manifest.get("heads", {}).get(llm)
         if meta is not None and self.derived_from.get(llm) != meta["quality"]["sha256"]:
@@ -229,7 +229,7 @@ class OnlineModel:
         if logged:
             emb = np.stack([np.frombuffer(o["embedding"], dtype=np.float32) for o in logged])
             ids = [np.frombuffer(o["token_ids"], dtype=np.int32) for o in logged]
-            x_new = build_features(emb, ids, artifacts.features)
+            x_new = build_features(artifacts.embed(emb), ids, artifacts.features)
         else:
             x_new = np.zeros((0, x_off.shape[1] if x_off is not None else 0), np.float32)
         yq_new = np.array([o["quality"] if o["quality"] is not None else
@@ -357,7 +357,8 @@ class OfflineRows:
         key = entry["file"]
         if key not in self._cache:
             rows = load_training_rows(verified_path(artifacts.path, entry["file"], entry["sha256"]))
-            self._cache[key] = (build_features(rows.embeddings, rows.token_ids, artifacts.features), rows)
+            x = build_features(artifacts.embed(rows.embeddings), rows.token_ids, artifacts.features)
+            self._cache[key] = (x, rows)
         x, rows = self._cache[key]
         quality, tokens = rows.column(llm)
         return x, quality, tokens

@@ -83,6 +83,21 @@ def training_summary(report: dict[str, Any]) -> None:
     console = _console(sys.stderr)
     console.print(table)
     console.print(f"{report['rows']} queries, {len(report['llms'])} LLMs, {report['seconds']} s")
+    if report.get("tags"):
+        console.print(f"tag-enhanced embedding: {report['tags']['k']} domains, "
+                      f"{report['tags']['seconds']['total']} s for the tag pipeline")
+
+
+def tags_report(report: dict[str, Any]) -> None:
+    out = sys.stdout
+    out.write(f"tags: {', '.join(report['tags']) or '(none)'}\n")
+    if report["domain"] is None:
+        note(f"{report['artifacts']}: trained without tags (--no-tags); no domains to show")
+        return
+    out.write(f"domain: {report['domain']} ({report['domain_label']})\n")
+    out.write(f"domains of its tags: {', '.join(str(d) for d in report['domains'])}\n")
+    out.write(f"domain of its tag-enhanced embedding: {report['embedding_domain']} "
+              f"(p = {report['embedding_domain_probability']:.2f})\n")
 
 
 def llms_table(rows: list[dict[str, Any]]) -> None:

@@ -198,7 +198,8 @@ def _fit_new_llm(llm: LLM, data: Path, home: Path | str | None, progress: Progre
     report["seconds_embedding"] = round(time.perf_counter() - t0, 3)
 
     t1 = time.perf_counter()
-    x = build_features(enc.embeddings, enc.token_ids, base.features)
+    emb = base.embed(enc.embeddings)  # the set's tag-enhanced embedding, if it has one
+    x = build_features(emb, enc.token_ids, base.features)
     yq, ylen = table.quality[:, 0], table.response_tokens[:, 0]
     has_q = ~np.isnan(yq)
     if not has_q.any():
@@ -206,7 +207,7 @@ def _fit_new_llm(llm: LLM, data: Path, home: Path | str | None, progress: Progre
     fitted = {
         "quality": fit_head(families["quality"], "quality", x[has_q], yq[has_q]),
         "length": fit_head(families["length"], "length", x, ylen),
-        "ainv": a_inverse(enc.embeddings),
+        "ainv": a_inverse(emb),
         "mean_quality": float(yq[has_q].mean()),
         "mean_length": float(ylen.mean()),
         "n_rows": len(records),

@@ -66,7 +66,7 @@ class Predictions:
     wait_s: np.ndarray
     available: np.ndarray  # bool: False where a cold LLM is not offered this query
     bonus: np.ndarray | float = 0.0  # κ·s_df from binary feedback (online), else 0
-    embeddings: np.ndarray | None = None  # kept for the decision log (online learning)
+    embeddings: np.ndarray | None = None  # the encoder's vectors, kept for the decision log (online learning)
     token_ids: list[np.ndarray] | None = None
 
 
@@ -208,9 +208,13 @@ class Router:
         prompt_tokens: np.ndarray,
         explore_keys: np.ndarray | None = None,
     ) -> Predictions:
-        """Predictions for encoded queries; `explore_keys` in [0, 1) decide where cold LLMs are offered."""
-        x = build_features(embeddings, token_ids, self.artifacts.features)
-        e = np.asarray(embeddings, dtype=np.float32)
+        """Predictions for encoded queries; `explore_keys` in [0, 1) decide where cold LLMs are offered.
+
+        `embeddings` are the encoder's; the set's projection (tag-enhanced embedding), if any, is
+        applied here, and the heads, the uncertainty term and the feedback bonus all read its output.
+        """
+        e = self.artifacts.embed(embeddings)
+        x = build_features(e, token_ids, self.artifacts.features)
         n = len(e)
         keys = np.ones(n) if explore_keys is None else np.asarray(explore_keys, dtype=np.float64)
         cols_q, cols_len, cols_unc, cols_ok = [], [], [], []
@@ -246,7 +250,7 @@ class Router:
             wait_s=np.zeros_like(cost),
             available=np.stack(cols_ok, axis=1),
             bonus=self.online.bonus(e) if self.online is not None else 0.0,
-            embeddings=e,
+            embeddings=np.asarray(embeddings, dtype=np.float32),  # the encoder's: what the decision log keeps
             token_ids=token_ids,
         )
 

@@ -35,6 +35,9 @@ PRESET_TARGETS = {"very-low": 0.05, "low": 0.10, "medium": 0.25, "high": 0.50}
 LOGISTIC_C = 0.3
 RIDGE_ALPHA = 1.0
 TRAINING_ROWS = "training_rows.npz"
+PROJECTION = "projection.npz"
+# Train the tag-enhanced embedding by default? Decided by benchmarks/tags_study.py (docs/TAGS.md).
+TAGS_DEFAULT = False
 MIN_OUTCOMES = 20  # fewer than this: a constant prior instead of a fitted head
 LAMBDA_GRID = np.logspace(-3, 4, 281)
 
@@ -242,9 +245,13 @@ def train_offline(
     seed: int = 0,
     progress: Progress = _no_progress,
     cache: Path | None = None,
+    tags: bool = TAGS_DEFAULT,
+    tag_settings: Any = None,
 ) -> dict[str, Any]:
     """Train a complete artifact set from a routing dataset and publish it atomically at `out_dir`;
-    `cache` is an embedding-cache folder (embcache) or None."""
+    `cache` is an embedding-cache folder (embcache) or None. With `tags`, the tag pipeline (tags.py)
+    trains a projection of the encoder's embedding that every head reads (`tag_settings`: a
+    tags.TagSettings, default the validated one)."""
     from .dataset import read_dataset
     from .encoder import Encoder
 
@@ -261,8 +268,19 @@ def train_offline(
     encoder = Encoder.from_dir(encoder_dir)
     enc, _ = encode_cached(lambda texts: encode_with_progress(encoder, texts, progress), Path(encoder_dir),
                            table.queries, cache)
+    tag_run = None
+    emb = enc.embeddings
+    if tags:
+        from .tags import fit_tag_pipeline
+
+        progress("tags", 0, 1)
+        tag_run = fit_tag_pipeline(table.queries, enc.embeddings, lambda texts: encoder.encode(texts).embeddings,
+                                   tasks=table.tasks, given=[r.tags for r in records], settings=tag_settings,
+                                   seed=seed)
+        emb = tag_run.model.projection.apply(enc.embeddings)
+        progress("tags", 1, 1)
     spec = fit_feature_spec(enc.token_ids, n_buckets) if n_buckets else None
-    x = build_features(enc.embeddings, enc.token_ids, spec)
+    x = build_features(emb, enc.token_ids, spec)
 
     # The cost scale: the mean real cost per query of the dearest LLM in the data.
     mean_cost = np.nanmean(table.cost_usd, axis=0)
@@ -295,7 +313,7 @@ def train_offline(
                 entry[kind] = {"file": rel, "sha256": sha256_file(staging / rel), "family": head.family,
                                "n_train": head.n_train, "mean_target": float(y.mean()) if len(y) else None}
             rel = f"heads/{stem}.ainv.npy"
-            np.save(staging / rel, a_inverse(enc.embeddings[has_q | has_len]), allow_pickle=False)
+            np.save(staging / rel, a_inverse(emb[has_q | has_len]), allow_pickle=False)
             entry["ainv"] = {"file": rel, "sha256": sha256_file(staging / rel), "n_train": int((has_q | has_len).sum())}
             heads_meta[llm] = entry
         progress("heads", total_steps, total_steps)
@@ -308,12 +326,17 @@ def train_offline(
         shares = cost_shares(oof_q, cost_pred, real_cost, ref)
         presets = calibrate_presets(shares)
 
-        # The rows online refits start from (online.py): embeddings, token ids and outcomes.
+        # The rows online refits start from (online.py): the encoder's embeddings (the set's
+        # projection is applied when they are read), token ids and outcomes.
         save_training_rows(staging / TRAINING_ROWS, TrainingRows(
             llm_ids=llm_ids, embeddings=enc.embeddings, token_ids=enc.token_ids,
             quality=table.quality, response_tokens=table.response_tokens))
         rows_meta = {"file": TRAINING_ROWS, "sha256": sha256_file(staging / TRAINING_ROWS), "llms": llm_ids}
 
+        tags_meta = None
+        if tag_run is not None:
+            np.savez(staging / PROJECTION, **tag_run.model.to_arrays())
+            tags_meta = {"file": PROJECTION, "sha256": sha256_file(staging / PROJECTION), **tag_run.report}
         features_meta = None
         if spec is not None:
             np.savez(staging / "features.npz", **spec.to_arrays())
@@ -330,6 +353,7 @@ def train_offline(
                               "rows": len(records)},
             "families": families,
             "features": features_meta,
+            "tags": tags_meta,
             "training_rows": rows_meta,
             "cost_scale_usd": cost_scale,
             "reference_llm": llm_ids[ref],
@@ -353,6 +377,7 @@ def train_offline(
         "presets": presets,
         "reference_llm": llm_ids[ref],
         "cost_scale_usd": cost_scale,
+        "tags": None if tag_run is None else {"k": tag_run.report["k"], "seconds": tag_run.report["seconds"]},
         "seconds": round(time.perf_counter() - started, 1),
     }
 

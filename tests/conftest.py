@@ -115,6 +115,40 @@ def tiny_trained(tiny_world, tmp_path_factory):
     return home
 
 
+@pytest.fixture(scope="session")
+def tiny_trained_tags(tiny_world, tmp_path_factory):
+    """A home with an artifact set trained on the tiny world WITH the tag-enhanced embedding."""
+    import os
+
+    from mixllm_cli.catalogue import load_catalogue
+    from mixllm_cli.training import train_offline
+
+    home = tmp_path_factory.mktemp("trained-tags-home")
+    old = os.environ.get("MIXLLM_DEFAULT_ARTIFACTS")
+    os.environ["MIXLLM_DEFAULT_ARTIFACTS"] = str(tiny_world / "shipped")
+    try:
+        train_offline(tiny_world / "train.jsonl", load_catalogue(tiny_world / "models.yaml"), home / "artifacts",
+                      tiny_world / "shipped" / "encoder", n_buckets=64, folds=3, tags=True)
+    finally:
+        if old is None:
+            os.environ.pop("MIXLLM_DEFAULT_ARTIFACTS")
+        else:
+            os.environ["MIXLLM_DEFAULT_ARTIFACTS"] = old
+    return home
+
+
+@pytest.fixture
+def tags_home(tiny, tiny_trained_tags, tmp_path, monkeypatch):
+    """A private copy of the tags-trained tiny home, the tiny catalogue as the user's."""
+    import shutil
+
+    home = tmp_path / "tags-home"
+    shutil.copytree(tiny_trained_tags, home, ignore=shutil.ignore_patterns("state.sqlite3*"))
+    shutil.copy(tiny / "models.yaml", home / "models.yaml")
+    monkeypatch.setenv("MIXLLM_HOME", str(home))
+    return home
+
+
 @pytest.fixture
 def trained_home(tiny, tiny_trained, tmp_path, monkeypatch):
     """A private copy of the trained tiny home (with the tiny catalogue as the user's), so that

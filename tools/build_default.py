@@ -1,6 +1,6 @@
 """Rebuild the shipped default artifact set in `artifacts/` from the committed training split.
 
-    python tools/build_default.py [--data data/routerbench/train.jsonl]
+    python tools/build_default.py [--data data/routerbench/train.jsonl] [--tags | --no-tags]
 
 Trains every LLM's heads with the families chosen in docs/HEADS.md, calibrates the presets and
 replaces `artifacts/` atomically, keeping the encoder (its files are copied into the new set and
@@ -18,16 +18,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mixllm_cli.catalogue import load_catalogue
-from mixllm_cli.training import DEFAULT_FAMILIES, train_offline
+from mixllm_cli.training import DEFAULT_FAMILIES, TAGS_DEFAULT, train_offline
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT / "data/routerbench/train.jsonl"))
+    ap.add_argument("--tags", action=argparse.BooleanOptionalAction, default=TAGS_DEFAULT,
+                    help="train the tag-enhanced embedding (default: as train-offline, docs/TAGS.md)")
     args = ap.parse_args()
     out = ROOT / "artifacts"
     report = train_offline(Path(args.data), load_catalogue(ROOT / "models.yaml"), out, out / "encoder",
-                           families=dict(DEFAULT_FAMILIES))
+                           families=dict(DEFAULT_FAMILIES), tags=args.tags)
     print(json.dumps(report, indent=2))
 
 
