@@ -35,6 +35,9 @@ CatalogueOpt = Annotated[
     typer.Option("--catalogue", help="LLM catalogue YAML (default: <home>/models.yaml, else the shipped models.yaml)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of a table.")]
+LogQueriesOpt = Annotated[
+    bool, typer.Option("--log-queries", help="Keep the raw query text in the decision log (default: a hash).")
+]
 NoCacheOpt = Annotated[
     bool, typer.Option("--no-cache", help="Do not read or write the embedding cache (<home>/cache/embeddings).")
 ]
@@ -153,9 +156,7 @@ def route_cmd(
     no_queue: Annotated[
         bool, typer.Option("--no-queue", help="Dry run: ignore the queue state and record nothing (every wait 0).")
     ] = False,
-    log_queries: Annotated[
-        bool, typer.Option("--log-queries", help="Keep the raw query text in the decision log (default: a hash).")
-    ] = False,
+    log_queries: LogQueriesOpt = False,
     home: HomeOpt = None,
     catalogue: CatalogueOpt = None,
 ) -> None:
@@ -478,9 +479,7 @@ def serve_cmd(
         typer.Option("--store", help="State store URL: postgresql://USER@HOST:PORT/DB to share one state between "
                                      "replicas (default: $MIXLLM_STORE, else <home>/state.sqlite3)."),
     ] = None,
-    log_queries: Annotated[
-        bool, typer.Option("--log-queries", help="Keep the raw query text in the decision log (default: a hash).")
-    ] = False,
+    log_queries: LogQueriesOpt = False,
     home: HomeOpt = None,
     catalogue: CatalogueOpt = None,
 ) -> None:
