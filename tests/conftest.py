@@ -93,73 +93,59 @@ def tiny(tiny_world, monkeypatch):
     return tiny_world
 
 
-@pytest.fixture(scope="session")
-def tiny_trained(tiny_world, tmp_path_factory):
-    """A home with an artifact set trained on the tiny world (trained once per session)."""
+def _train_tiny(tiny_world, home, **kw):
+    """Train an artifact set on the tiny world into `home`, with the tiny encoder posing as shipped."""
     import os
 
     from mixllm_cli.catalogue import load_catalogue
     from mixllm_cli.training import train_offline
 
-    home = tmp_path_factory.mktemp("trained-home")
     old = os.environ.get("MIXLLM_DEFAULT_ARTIFACTS")
     os.environ["MIXLLM_DEFAULT_ARTIFACTS"] = str(tiny_world / "shipped")
     try:
         train_offline(tiny_world / "train.jsonl", load_catalogue(tiny_world / "models.yaml"), home / "artifacts",
-                      tiny_world / "shipped" / "encoder", n_buckets=64, folds=3)
+                      tiny_world / "shipped" / "encoder", n_buckets=64, folds=3, **kw)
     finally:
         if old is None:
             os.environ.pop("MIXLLM_DEFAULT_ARTIFACTS")
         else:
             os.environ["MIXLLM_DEFAULT_ARTIFACTS"] = old
     return home
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tiny_world, tmp_path_factory):
+    """A home with an artifact set trained on the tiny world (trained once per session)."""
+    return _train_tiny(tiny_world, tmp_path_factory.mktemp("trained-home"))
 
 
 @pytest.fixture(scope="session")
 def tiny_trained_tags(tiny_world, tmp_path_factory):
     """A home with an artifact set trained on the tiny world WITH the tag-enhanced embedding."""
-    import os
+    return _train_tiny(tiny_world, tmp_path_factory.mktemp("trained-tags-home"), tags=True)
 
-    from mixllm_cli.catalogue import load_catalogue
-    from mixllm_cli.training import train_offline
 
-    home = tmp_path_factory.mktemp("trained-tags-home")
-    old = os.environ.get("MIXLLM_DEFAULT_ARTIFACTS")
-    os.environ["MIXLLM_DEFAULT_ARTIFACTS"] = str(tiny_world / "shipped")
-    try:
-        train_offline(tiny_world / "train.jsonl", load_catalogue(tiny_world / "models.yaml"), home / "artifacts",
-                      tiny_world / "shipped" / "encoder", n_buckets=64, folds=3, tags=True)
-    finally:
-        if old is None:
-            os.environ.pop("MIXLLM_DEFAULT_ARTIFACTS")
-        else:
-            os.environ["MIXLLM_DEFAULT_ARTIFACTS"] = old
+def _private_home(trained, tiny, home, monkeypatch):
+    """A private copy of a trained tiny home, the tiny catalogue as the user's: state written by one
+    test (the queue, the pool) never leaks into another."""
+    import shutil
+
+    shutil.copytree(trained, home, ignore=shutil.ignore_patterns("state.sqlite3*"))
+    shutil.copy(tiny / "models.yaml", home / "models.yaml")
+    monkeypatch.setenv("MIXLLM_HOME", str(home))
     return home
 
 
 @pytest.fixture
 def tags_home(tiny, tiny_trained_tags, tmp_path, monkeypatch):
-    """A private copy of the tags-trained tiny home, the tiny catalogue as the user's."""
-    import shutil
-
-    home = tmp_path / "tags-home"
-    shutil.copytree(tiny_trained_tags, home, ignore=shutil.ignore_patterns("state.sqlite3*"))
-    shutil.copy(tiny / "models.yaml", home / "models.yaml")
-    monkeypatch.setenv("MIXLLM_HOME", str(home))
-    return home
+    """A private copy of the tags-trained tiny home."""
+    return _private_home(tiny_trained_tags, tiny, tmp_path / "tags-home", monkeypatch)
 
 
 @pytest.fixture
 def trained_home(tiny, tiny_trained, tmp_path, monkeypatch):
-    """A private copy of the trained tiny home (with the tiny catalogue as the user's), so that
-    state written by one test (the queue, the pool) never leaks into another."""
-    import shutil
-
-    home = tmp_path / "trained-home"
-    shutil.copytree(tiny_trained, home, ignore=shutil.ignore_patterns("state.sqlite3*"))
-    shutil.copy(tiny / "models.yaml", home / "models.yaml")
-    monkeypatch.setenv("MIXLLM_HOME", str(home))
-    return home
+    """A private copy of the trained tiny home."""
+    return _private_home(tiny_trained, tiny, tmp_path / "trained-home", monkeypatch)
 
 
 @pytest.fixture

@@ -3,14 +3,7 @@ slots and teaches the latency model; concurrent processes and kills leave a cons
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 
 import pytest
 from conftest import CODE
@@ -97,72 +90,8 @@ def test_jsonl_batch_builds_the_queue_in_line_order(home, cli, tmp_path):
     assert waits[:4] == [0.0] * 4 and waits[4] > 0
 
 
-WORKER = r"""
-import json, os, sys, time
-from mixllm_cli.router import Router
-from mixllm_cli.state import StateStore
-from mixllm_cli.latency import LatencyEstimate
-home, cat, seconds, tag = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
-router = Router.load(home, cat)
-store = StateStore.for_home(home)
-preds = router.predict(["write a python function to sum two numbers"])
-end = time.time() + seconds
-i = 0
-while time.time() < end:
-    d = router.decisions(preds, None, 50.0, [f"{tag}-{i}"], queries=[f"{tag}-{i}"], state=store)[0]
-    print(d.decision_id, flush=True)  # acknowledged: committed before this line
-    if i % 2 == 0:
-        store.complete(d.decision_id, latency_ms=800.0, response_tokens=20, defaults=lambda l: LatencyEstimate(500, 20))
-    i += 1
-"""
-
-
-def _workers(home, tiny, n, seconds):
-    env = {**os.environ, "MIXLLM_DEFAULT_ARTIFACTS": str(tiny / "shipped")}
-    return [subprocess.Popen([sys.executable, "-c", WORKER, str(home), str(tiny / "models.yaml"), str(seconds), f"w{k}"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for k in range(n)]
-
-
-def test_four_processes_at_once_lose_nothing(home, tiny):
-    procs = _workers(home, tiny, 4, 4.0)
-    acked = []
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-        assert "locked" not in err
-        acked += out.split()
-    assert len(acked) > 20
-    with sqlite3.connect(home / "state.sqlite3") as db:
-        stored = {r[0] for r in db.execute("SELECT id FROM decisions")}
-        jobs = db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
-        open_jobs = db.execute("SELECT llm, slot, start_s, end_s FROM jobs WHERE done_s IS NULL "
-                               "ORDER BY llm, slot, start_s").fetchall()
-    assert set(acked) <= stored and len(stored) == len(acked) == jobs
-    # No slot was double-booked by two processes: calls still open never overlap on one slot.
-    for (l1, s1, _, end1), (l2, s2, start2, _) in itertools.pairwise(open_jobs):
-        if (l1, s1) == (l2, s2):
-            assert start2 >= end1 - 1e-6
-
-
-def test_a_killed_process_leaves_a_consistent_store(home, tiny):
-    (proc,) = _workers(home, tiny, 1, 60.0)
-    acked = []
-    deadline = time.time() + 60
-    while len(acked) < 15 and time.time() < deadline:
-        acked.append(proc.stdout.readline().strip())
-    proc.send_signal(signal.SIGKILL)  # mid-loop: likely inside a transaction
-    proc.wait()
-    acked = [a for a in acked if a]
-    with sqlite3.connect(home / "state.sqlite3") as db:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        stored = {r[0] for r in db.execute("SELECT id FROM decisions")}
-        orphans = db.execute("SELECT COUNT(*) FROM jobs WHERE decision_id NOT IN (SELECT id FROM decisions)").fetchone()
-    assert set(acked) <= stored
-    assert orphans[0] == 0
-    # and the store keeps working
-    (proc2,) = _workers(home, tiny, 1, 0.5)
-    out, err = proc2.communicate(timeout=60)
-    assert proc2.returncode == 0, err and out
+# Several processes at once and a process killed mid-transaction: tests/test_store_backends.py
+# (the same tests on SQLite and PostgreSQL).
 
 
 def test_stream_evaluation_penalty_and_lateness(tiny, tiny_trained, cli, monkeypatch):

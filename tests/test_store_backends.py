@@ -186,11 +186,12 @@ def _rows(store):
 
 
 def test_processes_at_once_lose_nothing_and_never_double_book(trained_home, store_url, store):
-    procs = _workers(trained_home, store_url, 3, 3.0)
+    procs = _workers(trained_home, store_url, 4, 3.0)
     acked = []
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
+        assert "locked" not in err  # SQLite: waiting for the write lock never surfaces as an error
         acked += out.split()
     stored, jobs, orphans, open_jobs = _rows(store)
     assert len(acked) > 20 and set(acked) == stored and len(stored) == jobs and orphans == 0
@@ -211,6 +212,8 @@ def test_a_killed_process_leaves_no_half_written_rows_and_no_lock(trained_home, 
     time.sleep(0.2)
     stored, jobs, orphans, _ = _rows(store)
     assert set(acked) <= stored and jobs == len(stored) and orphans == 0
+    if store_url.startswith("sqlite"):
+        assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     (proc2,) = _workers(trained_home, store_url, 1, 0.5)  # the lock died with the process
     out, err = proc2.communicate(timeout=60)
     assert proc2.returncode == 0 and out.split(), err
