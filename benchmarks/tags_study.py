@@ -215,7 +215,7 @@ def validation(cat, quick: bool) -> tuple[list[str], TagSettings]:
 def test_split(cat, settings: TagSettings, contrast: TagSettings | None) -> list[str]:
     """Train general, tags (the chosen setting) and, if given, a contrast setting; replay test."""
     recs = read_dataset(TEST)
-    cache = OUT / "embcache"
+    cache = OUT / "cache"
     reports, curves, routers = {}, {}, {}
     from mixllm_cli.embcache import encode_cached as cache_encode
 

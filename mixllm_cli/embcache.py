@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .encoder import Encoded
+from .features import pack_token_ids, unpack_token_ids
 from .store import atomic_write_bytes, home_dir
 
 CACHE_DIR = Path("cache") / "embeddings"
@@ -49,8 +50,7 @@ def cache_key(identity: str, texts: Sequence[str]) -> str:
 
 
 def _dump(enc: Encoded) -> bytes:
-    offsets = np.concatenate([[0], np.cumsum([len(t) for t in enc.token_ids])]).astype(np.int64)
-    flat = np.concatenate(enc.token_ids).astype(np.int32) if enc.token_ids else np.zeros(0, np.int32)
+    flat, offsets = pack_token_ids(enc.token_ids)
     buf = io.BytesIO()
     np.savez(buf, embeddings=enc.embeddings, token_ids=flat, offsets=offsets, n_tokens=enc.n_tokens)
     return buf.getvalue()
@@ -59,8 +59,8 @@ def _dump(enc: Encoded) -> bytes:
 def _load(path: Path, n: int) -> Encoded | None:
     try:
         with np.load(path, allow_pickle=False) as z:
-            flat, offsets = z["token_ids"], z["offsets"]
-            enc = Encoded(embeddings=z["embeddings"], token_ids=[flat[offsets[i]:offsets[i + 1]] for i in range(n)],
+            offsets = z["offsets"]
+            enc = Encoded(embeddings=z["embeddings"], token_ids=unpack_token_ids(z["token_ids"], offsets),
                           n_tokens=z["n_tokens"])
     except (OSError, ValueError, KeyError, IndexError):
         return None

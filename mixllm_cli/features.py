@@ -39,6 +39,18 @@ class FeatureSpec:
         )
 
 
+def pack_token_ids(token_ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged token-id lists as one flat int32 array and n + 1 offsets (for npz files)."""
+    offsets = np.concatenate([[0], np.cumsum([len(t) for t in token_ids])]).astype(np.int64)
+    flat = np.concatenate(token_ids).astype(np.int32) if token_ids else np.zeros(0, np.int32)
+    return flat, offsets
+
+
+def unpack_token_ids(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    flat = np.asarray(flat, dtype=np.int32)
+    return [flat[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
 def hashed_buckets(ids: np.ndarray, n_buckets: int) -> np.ndarray:
     """Bucket indices of the unigrams and bigrams of one token-id sequence."""
     ids = np.asarray(ids, dtype=np.uint64)

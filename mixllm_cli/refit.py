@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .features import pack_token_ids, unpack_token_ids
 from .store import atomic_write_bytes
 
 Objective = Callable[[np.ndarray], tuple[float, np.ndarray]]
@@ -140,8 +141,7 @@ class TrainingRows:
 
 def save_training_rows(path: Path, rows: TrainingRows) -> None:
     """One compressed npz (no pickles): ~3 MB for RouterBench's 2,225 training queries."""
-    lengths = [len(t) for t in rows.token_ids]
-    flat = np.concatenate(rows.token_ids) if rows.token_ids else np.zeros(0, np.int64)
+    flat, offsets = pack_token_ids(rows.token_ids)
     dtype = np.uint16 if flat.size == 0 or int(flat.max()) < 2**16 else np.int32
     buf = io.BytesIO()
     np.savez_compressed(
@@ -149,7 +149,7 @@ def save_training_rows(path: Path, rows: TrainingRows) -> None:
         llm_ids=np.array(rows.llm_ids),
         embeddings=np.asarray(rows.embeddings, dtype=np.float16),
         token_ids=flat.astype(dtype),
-        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        offsets=offsets,
         quality=np.asarray(rows.quality, dtype=np.float32),
         response_tokens=np.asarray(rows.response_tokens, dtype=np.float32),
     )
@@ -158,11 +158,10 @@ def save_training_rows(path: Path, rows: TrainingRows) -> None:
 
 def load_training_rows(path: Path) -> TrainingRows:
     with np.load(path, allow_pickle=False) as z:
-        flat, offsets = z["token_ids"].astype(np.int32), z["offsets"]
         return TrainingRows(
             llm_ids=[str(s) for s in z["llm_ids"]],
             embeddings=z["embeddings"].astype(np.float32),
-            token_ids=[flat[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)],
+            token_ids=unpack_token_ids(z["token_ids"], z["offsets"]),
             quality=z["quality"].astype(np.float64),
             response_tokens=z["response_tokens"].astype(np.float64),
         )
