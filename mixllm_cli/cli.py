@@ -489,12 +489,8 @@ def serve_cmd(
 
     Example: mixllm serve --port 8080 --store postgresql://mixllm@127.0.0.1:5432/mixllm
     """
-    try:
-        from .server import Service, serve
-    except ImportError as exc:
-        raise MixLLMError(f"mixllm serve needs the serve extra ({exc.name} is missing): "
-                          "python -m pip install -e '.[serve]'") from None
     from . import output
+    from .server import Service, serve  # a missing serve extra is one Error: line (see `run`)
 
     service = Service(home, catalogue, store, log_queries=log_queries)  # fails fast: one Error: line
     output.note(f"mixllm serving {len(service.router.llm_ids)} LLMs on http://{host}:{port} "
@@ -536,6 +532,13 @@ class _progress:
         return False
 
 
+# Modules of the optional extras (pyproject.toml): a command that needs a missing one says which
+# extra to install, in one line, instead of a traceback.
+OPTIONAL_MODULES = {"sklearn": "train", "matplotlib": "plot", "onnx": "build", "safetensors": "build",
+                    "fastapi": "serve", "uvicorn": "serve", "httpx": "serve", "psycopg": "serve",
+                    "prometheus_client": "serve", "pydantic": "serve"}
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code; known errors become `Error:` lines."""
     try:
@@ -548,6 +551,13 @@ def run(argv: list[str] | None = None) -> int:
         for line in str(exc).splitlines() or [type(exc).__name__]:
             sys.stderr.write(f"Error: {line}\n")
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        extra = OPTIONAL_MODULES.get((exc.name or "").split(".")[0])
+        if extra is None or os.environ.get("MIXLLM_DEBUG"):
+            raise
+        sys.stderr.write(f"Error: this needs the '{extra}' extra ({exc.name} is not installed): "
+                         f"python -m pip install -e '.[{extra}]'\n")
+        return 1
     except BrokenPipeError:
         # `mixllm route --jsonl big.jsonl | head`: the reader left; exit quietly.
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -252,3 +252,20 @@ def test_routing_never_imports_sklearn(trained, tiny_trained):
             "assert 'sklearn' not in sys.modules")
     env = {**__import__("os").environ, "MIXLLM_DEFAULT_ARTIFACTS": str(trained / "shipped")}
     assert subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode == 0
+
+
+def test_a_missing_optional_extra_is_one_error_line(tiny, cli, monkeypatch):
+    """Without scikit-learn (a plain `pip install -e .`), train-offline names the extra to install."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_sklearn(name, *args, **kwargs):
+        if name.split(".")[0] == "sklearn":
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_sklearn)
+    code, out, err = cli("train-offline", tiny / "train.jsonl", "--catalogue", tiny / "models.yaml")
+    assert code == 1 and out == ""
+    assert err.startswith("Error: this needs the 'train' extra (sklearn") and len(err.strip().splitlines()) == 1
