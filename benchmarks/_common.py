@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "out"
+# Like the `mixllm` command (cli.main): numpy's BLAS on one thread, set before numpy is imported,
+# so in-process measurements run the way the CLI and the server do.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from mixllm_cli.embcache import encode_cached as cache_encode
 from mixllm_cli.encoder import Encoded, Encoder

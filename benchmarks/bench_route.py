@@ -23,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Like the `mixllm` command (cli.main): numpy's BLAS on one thread, so in-process numbers are the CLI's.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 TOPICS = ["rainbows", "binary search", "the French revolution", "photosynthesis", "compound interest",
           "black holes", "TCP handshakes", "sourdough bread", "the Pythagorean theorem", "vaccines",

@@ -568,4 +568,9 @@ def run(argv: list[str] | None = None) -> int:
 
 def main() -> None:
     """Console-script entry point."""
+    # numpy's OpenBLAS starts a thread per core when numpy is imported, and those threads
+    # busy-wait after every product. Ours are small (a batch of queries times the heads), so the
+    # extra thread only burns CPU the encoder needs: on 2 cores it cost `mixllm serve` 1.5 ms of
+    # CPU per routed query (docs/SERVE.md). Set OPENBLAS_NUM_THREADS yourself to override.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     sys.exit(run())
