@@ -204,7 +204,10 @@ class StoreBase:
         """The queue as the open calls leave it at `now`."""
         state = QueueState.empty(llm_ids, slots, now)
         col = {llm: j for j, llm in enumerate(llm_ids)}
-        rows = conn.execute("SELECT llm, slot, end_s FROM jobs WHERE done_s IS NULL AND end_s > ?", (now,))
+        # One row per busy slot, not per open call: the database folds the calls (one query per
+        # decision reads the queue, and under load hundreds of calls are open).
+        rows = conn.execute("SELECT llm, slot, MAX(end_s) FROM jobs WHERE done_s IS NULL AND end_s > ? "
+                            "GROUP BY llm, slot", (now,))
         for llm, slot, end in rows:
             j = col.get(llm)
             if j is not None:
