@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tiny_encoder import VOCAB, make_tiny_encoder, tiny_table
 
-from mixllm_cli.encoder import Encoded, Encoder
+from mixllm_cli.encoder import Encoded, Encoder, plan_batches
 from mixllm_cli.errors import ArtifactError, UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,6 +129,27 @@ def test_order_is_restored_with_mixed_lengths(shipped: Encoder) -> None:
         assert np.abs(batched.embeddings[i] - alone.embeddings[0]).max() < BATCH_ATOL, i
         assert batched.token_ids[i].tolist() == alone.token_ids[0].tolist()
         assert batched.n_tokens[i] == alone.n_tokens[0]
+
+
+def _padded_cost(lengths: list[int], runs: list[tuple[int, int]], overhead: int) -> int:
+    return sum(overhead + (j - i) * lengths[j - 1] for i, j in runs)
+
+
+def test_batch_plan_covers_every_row_in_order_and_pads_least() -> None:
+    rng = np.random.default_rng(0)
+    for n, cap in [(1, 32), (7, 3), (64, 32), (200, 32)]:
+        lengths = sorted(rng.integers(3, 128, n).tolist())
+        runs = plan_batches(lengths, cap, overhead=8)
+        assert [i for i, _ in runs] == [0] + [j for _, j in runs[:-1]] and runs[-1][1] == n
+        assert all(0 < j - i <= cap for i, j in runs)
+        fixed = [(s, min(s + cap, n)) for s in range(0, n, cap)]
+        assert _padded_cost(lengths, runs, 8) <= _padded_cost(lengths, fixed, 8)
+    # equal lengths: nothing to save on padding, so as few runs as the cap allows
+    assert len(plan_batches([16] * 70, 32, overhead=8)) == 3
+    # two clusters of lengths are run apart; with no run overhead every length is its own run
+    assert plan_batches([10] * 5 + [100] * 5, 32, overhead=8) == [(0, 5), (5, 10)]
+    assert plan_batches([3, 4, 5], 32, overhead=0) == [(0, 1), (1, 2), (2, 3)]
+    assert plan_batches([], 32) == []
 
 
 def test_rejects_a_single_string(shipped: Encoder) -> None:
