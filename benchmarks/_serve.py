@@ -75,15 +75,23 @@ class Conn:
         if not status_line:
             raise ConnectionError("connection closed")
         status = int(status_line.split()[1])
-        length = 0
+        self.headers: dict[str, str] = {}  # of the last response
         while True:
             line = await self.reader.readline()
             if line in (b"\r\n", b""):
                 break
             k, _, v = line.partition(b":")
-            if k.strip().lower() == b"content-length":
-                length = int(v)
-        return status, await self.reader.readexactly(length)
+            self.headers[k.strip().lower().decode()] = v.strip().decode()
+        return status, await self.reader.readexactly(int(self.headers.get("content-length", 0)))
+
+    def server_timing(self) -> dict[str, float]:
+        """The last response's Server-Timing header as {phase: milliseconds}."""
+        out = {}
+        for part in self.headers.get("server-timing", "").split(","):
+            name, _, dur = part.strip().partition(";dur=")
+            if dur:
+                out[name] = float(dur)
+        return out
 
     def close(self) -> None:
         if self.writer is not None:

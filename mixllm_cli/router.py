@@ -8,6 +8,7 @@ without re-encoding.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -254,16 +255,27 @@ class Router:
             token_ids=token_ids,
         )
 
-    def predict(self, queries: Sequence[str], cache: Path | None = None) -> Predictions:
-        """Encode and predict; `cache` (a folder) reuses embeddings of the same texts (embcache)."""
+    def predict(self, queries: Sequence[str], cache: Path | None = None,
+                timings: dict[str, float] | None = None) -> Predictions:
+        """Encode and predict; `cache` (a folder) reuses embeddings of the same texts (embcache).
+
+        With `timings`, the seconds spent encoding (tokenizer and model) and predicting from the
+        embeddings are stored under "encode" and "predict" (the server reports them per request).
+        """
+        started = time.perf_counter()
         if cache is None:
             enc = self.encoder.encode(list(queries))
         else:
             from .embcache import encode_cached
 
             enc, _ = encode_cached(self.encoder.encode, self.artifacts.encoder_dir, queries, cache)
+        encoded = time.perf_counter()
         keys = explore_keys(queries) if self.cold_ids else None
-        return self.predict_encoded(enc.embeddings, enc.token_ids, enc.n_tokens, keys)
+        preds = self.predict_encoded(enc.embeddings, enc.token_ids, enc.n_tokens, keys)
+        if timings is not None:
+            timings["encode"] = encoded - started
+            timings["predict"] = time.perf_counter() - encoded
+        return preds
 
     def decide(self, preds: Predictions, lam: float) -> tuple[np.ndarray, decision.Scores]:
         return decision.route_indices(

@@ -232,7 +232,8 @@ class Service:
     # -------------------------------------------------------------- routing
 
     async def route(self, texts: list[str], ids: list[str | None], budgets: list[str | None], lams: list[float],
-                    policy: WaitPolicy, upstream_only: bool = False) -> list[Any]:
+                    policy: WaitPolicy, upstream_only: bool = False) -> tuple[list[Any], dict[str, float]]:
+        """The decisions for `texts`, and the seconds their batch spent in each phase (see `_route_batch`)."""
         fut = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(texts, ids, budgets, lams, policy, upstream_only, fut))
         if self._drainer is None or self._drainer.done():
@@ -257,17 +258,23 @@ class Service:
                     if not p.future.done():
                         p.future.set_exception(exc)
                 continue
-            for p, r in zip(batch, results):
+            for p, r in zip(batch, results[0]):
                 if not p.future.done():
-                    p.future.set_result(r)
+                    p.future.set_result((r, results[1]))
             self._last_batch = size
 
-    def _route_batch(self, batch: list[_Pending]) -> list[list[Any]]:
-        """One encoder call for the batch, one store transaction per waiting policy."""
+    def _route_batch(self, batch: list[_Pending]) -> tuple[list[list[Any]], dict[str, float]]:
+        """One encoder call for the batch, one store transaction per waiting policy.
+
+        Returns each request's decisions and the batch's seconds in "encode" (tokenizer and
+        model), "predict" (heads, uncertainty) and "decide" (queue, scores, the store's write).
+        """
         self._maybe_refresh_online()
         store = self._store("route")
         texts = [t for p in batch for t in p.texts]
-        preds = self.router.predict(texts)
+        timings: dict[str, float] = {}
+        preds = self.router.predict(texts, timings=timings)
+        decided = time.perf_counter()
         out: list[list[Any]] = [[] for _ in batch]
         groups: dict[tuple[WaitPolicy, bool], list[int]] = {}
         for k, p in enumerate(batch):
@@ -285,10 +292,11 @@ class Service:
             it = iter(ds)
             for k in members:
                 out[k] = [next(it) for _ in batch[k].texts]
+        timings["decide"] = time.perf_counter() - decided
         for d in (d for r in out for d in r):
             self.metrics.routed(d.choice)
         self.metrics.batch(len(texts))
-        return out
+        return out, timings
 
     def _file_key(self) -> int | None:
         from .online import SNAPSHOT
@@ -538,11 +546,15 @@ def create_app(service: Service) -> FastAPI:
             lams.append(lam)
         policy = WaitPolicy(tolerance_s=30.0 if body.max_wait_s is None else body.max_wait_s,
                             strict=body.strict_wait)
-        decisions = await service.route(texts, ids, budgets, lams, policy)
-        service.metrics.route_latency.observe(time.perf_counter() - started)
+        decisions, timings = await service.route(texts, ids, budgets, lams, policy)
+        elapsed = time.perf_counter() - started
+        service.metrics.route_latency.observe(elapsed)
+        # Where the time went (W3C Server-Timing, ms; the batch's phases when batched with others).
+        headers = {"server-timing": ", ".join([f"{k};dur={1000 * v:.3f}" for k, v in timings.items()]
+                                              + [f"total;dur={1000 * elapsed:.3f}"])}
         if body.query is not None:
-            return JSONResponse(decisions[0].to_dict())
-        return JSONResponse({"decisions": [d.to_dict() for d in decisions]})
+            return JSONResponse(decisions[0].to_dict(), headers=headers)
+        return JSONResponse({"decisions": [d.to_dict() for d in decisions]}, headers=headers)
 
     @app.post("/v1/feedback", summary="Tell mixllm how routed calls went (`mixllm feedback`); idempotent")
     async def feedback(body: FeedbackItem | FeedbackBatch) -> JSONResponse:
@@ -610,7 +622,7 @@ def create_app(service: Service) -> FastAPI:
             raise ApiError(503, "no LLM of the catalogue has a base_url; add base_url (and api_key_env) to "
                                 "models.yaml to forward chat completions", "unavailable")
         name, lam = service.resolve(budget, None, "")
-        (decision,) = await service.route([text], [None], [name], [lam], WaitPolicy(), upstream_only=True)
+        (decision,), _ = await service.route([text], [None], [name], [lam], WaitPolicy(), upstream_only=True)
         return await _forward(service, body, decision)
 
     return app

@@ -59,6 +59,10 @@ def test_a_batch_keeps_order_ids_and_per_query_budgets(client):
     assert (ds[0]["lambda"], ds[0]["budget"]) == (1000, None)
     assert ds[1]["budget"] == "very-low" and ds[2]["budget"] == "low"
     assert all(d["decision_id"] for d in ds)
+    # Server-Timing says where the time went: the phases of the batch and the whole request
+    phases = dict(part.strip().split(";dur=") for part in r.headers["server-timing"].split(","))
+    assert set(phases) == {"encode", "predict", "decide", "total"}
+    assert 0 < float(phases["encode"]) < float(phases["total"])
 
 
 @pytest.mark.parametrize(
@@ -287,10 +291,11 @@ def test_one_batch_with_several_waiting_policies_decides_each_like_alone(trained
                           loop.create_future()),
                  _Pending([CODE[0]], ["s"], [None], [1000.0], WaitPolicy(2.0, strict=True), False,
                           loop.create_future())]
-        first, chat, strict = service._route_batch(batch)
+        (first, chat, strict), timings = service._route_batch(batch)
         loop.close()
     finally:
         service.close()
+    assert set(timings) == {"encode", "predict", "decide"} and all(v > 0 for v in timings.values())
     assert [d.choice for d in first] == ["big"] * 5  # the first group filled big's four slots, then queued
     assert chat[0].id == "c" and chat[0].budget == "very-low"
     assert chat[0].choice == Router.load(trained_home).route([CHAT[0]], "very-low")[0].choice
