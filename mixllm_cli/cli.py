@@ -536,7 +536,7 @@ class _progress:
 # extra to install, in one line, instead of a traceback.
 OPTIONAL_MODULES = {"sklearn": "train", "matplotlib": "plot", "onnx": "build", "safetensors": "build",
                     "fastapi": "serve", "uvicorn": "serve", "httpx": "serve", "psycopg": "serve",
-                    "prometheus_client": "serve", "pydantic": "serve"}
+                    "prometheus_client": "serve", "pydantic": "serve", "orjson": "serve"}
 
 
 def run(argv: list[str] | None = None) -> int:
