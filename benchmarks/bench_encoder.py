@@ -2,7 +2,8 @@
 
     python benchmarks/bench_encoder.py [--dir artifacts/encoder] [--n 1000]
 
-Prints one line per number. Threads follow MIXLLM_THREADS like the CLI does.
+Prints one line per number. Threads follow MIXLLM_THREADS like the CLI does; the threads do
+not spin between runs (MIXLLM_ENCODER_SPIN=0, the server's setting) unless you set it.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=REPO / "artifacts" / "encoder")
     parser.add_argument("--n", type=int, default=1000)
     args = parser.parse_args()
+    os.environ.setdefault("MIXLLM_ENCODER_SPIN", "0")  # else CPU time counts the busy-waiting
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # like the CLI
     rng = random.Random(0)
     short = short_queries(args.n, rng)
     long = [few_shot_prompt(rng) for _ in range(args.n)]
@@ -109,6 +112,29 @@ def main() -> None:
                 f"{len(texts)} {name} queries (mean {mean_tokens:.0f} tokens), batch_size={batch_size}: "
                 f"{seconds:.2f} s, {len(texts) / seconds:.0f} queries/s"
             )
+
+    # Padding: groups of texts as they arrive (unsorted, like a server's micro-batch), encoded with
+    # the planned runs (`plan_batches`: cut where a new run costs less than padding) against fixed
+    # runs of 32 after sorting by length (what encode did before).
+    import mixllm_cli.encoder as encoder_module
+
+    planned = encoder_module.plan_batches
+    plans = [("fixed runs of 32", lambda lengths, cap: [(i, min(i + cap, len(lengths)))
+                                                        for i in range(0, len(lengths), cap)])]
+    for overhead in (8, encoder_module.RUN_OVERHEAD_TOKENS, 128):
+        plans.append((f"planned runs, run overhead {overhead} tokens",
+                      lambda lengths, cap, o=overhead: planned(lengths, cap, overhead=o)))
+    for group in (32, 64):
+        for name, plan in plans:
+            encoder_module.plan_batches = plan
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            for _ in range(2):
+                for start in range(0, len(short), group):
+                    encoder.encode(short[start:start + group])
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            print(f"{len(short)} short queries in groups of {group}, {name}: {2 * len(short) / wall:.0f} queries/s, "
+                  f"CPU {cpu / (2 * len(short)) * 1e3:.2f} ms per query")
+    encoder_module.plan_batches = planned
 
     # How to recover the untruncated ids: overflow pieces of the one truncating call (what
     # Encoder does) vs a second, untruncated tokenizer call.

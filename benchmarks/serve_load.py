@@ -158,6 +158,12 @@ def main() -> None:
             def q(sql: str) -> int:
                 return db.execute(sql).fetchone()[0]
 
+            # The snapshot folds the log at most once a second: give B's last pass time to land.
+            waited = time.perf_counter()
+            while (q("SELECT COALESCE(MAX(last_seq), 0) FROM online_snapshot") < q("SELECT MAX(seq) FROM feedback")
+                   and time.perf_counter() - waited < 15):
+                time.sleep(0.1)
+            waited = time.perf_counter() - waited
             stored = {row[0] for row in db.execute("SELECT id FROM decisions")}
             fb = q("SELECT COUNT(*) FROM feedback")
             missing = r["acked_decisions"] - stored
@@ -170,7 +176,8 @@ def main() -> None:
                   f"decisions without a job, {q('SELECT COUNT(*) FROM jobs j LEFT JOIN decisions d ON d.id = j.decision_id WHERE d.id IS NULL')} "
                   f"jobs without a decision, {q('SELECT COUNT(*) FROM latency_observations o LEFT JOIN jobs j ON j.decision_id = o.decision_id WHERE j.done_s IS NULL')} "
                   f"latency reports whose slot is still open; online snapshot last_seq "
-                  f"{q('SELECT COALESCE(MAX(last_seq), 0) FROM online_snapshot')} of {q('SELECT MAX(seq) FROM feedback')}")
+                  f"{q('SELECT COALESCE(MAX(last_seq), 0) FROM online_snapshot')} of {q('SELECT MAX(seq) FROM feedback')} "
+                  f"({waited:.1f} s after the load ended)")
             acked_fb_ids = set(r["acked_feedback"])
             stored_fb = {row[0] for row in db.execute("SELECT decision_id FROM feedback")}
             print(f"feedback acknowledged but missing: {len(acked_fb_ids - stored_fb)}")

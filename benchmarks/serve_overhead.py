@@ -45,6 +45,18 @@ async def sequential(port: int, texts: list[str]) -> list[float]:
     return out
 
 
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of a process (Linux /proc)."""
+    out, tick = {}, os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            comm, rest = f.read().rsplit(")", 1)
+        fields = rest.split()
+        name = "event loop" if int(tid) == pid else f"{comm.split('(', 1)[1]} {tid}"  # the others: onnxruntime's, executors
+        out[name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 async def concurrent(port: int, texts: list[str], concurrency: int) -> float:
     state = {"next": 0}
 
@@ -131,10 +143,16 @@ def main() -> None:
             t0 = time.perf_counter()
             route_jsonl(router, str(src), None, None, state=store, out=io.StringIO())
             inproc_qps = len(load) / (time.perf_counter() - t0)
+            before = thread_cpu_s(proc.pid)
             server_qps = asyncio.run(concurrent(port, load, args.concurrency))
+            after = thread_cpu_s(proc.pid)
+            per_thread = sorted(((after[k] - before.get(k, 0.0)) / len(load) * 1000, k) for k in after)
+            busy = [f"{k} {ms:.2f}" for ms, k in reversed(per_thread) if ms >= 0.05]
             print(f"throughput run {attempt}: in-process route_jsonl (batches of 64, with state) {inproc_qps:.0f} "
                   f"queries/s; server, {args.concurrency} connections {server_qps:.0f} queries/s = "
                   f"{100 * server_qps / inproc_qps:.0f}% (target >= 80%)")
+            print(f"  server CPU per routed query {sum(ms for ms, _ in per_thread):.2f} ms; by thread (ms): "
+                  f"{', '.join(busy)}")
         print(f"machine load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     finally:
         proc.send_signal(signal.SIGTERM)

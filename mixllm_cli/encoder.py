@@ -59,11 +59,14 @@ def _check_readable(path: Path) -> None:
         raise ArtifactError(f"{path}: empty file; {_REBUILD_HINT}")
 
 
-# What one model run costs beyond its tokens, in tokens: measured on this model, a run of B
-# sequences of L tokens takes about (B·L + 8) times the time of one token, on 1 or 2 threads
-# (a 6-layer encoder spends its time in per-token matrix products, so batching saves little
-# beyond this overhead and every padding token is paid in full).
-RUN_OVERHEAD_TOKENS = 8
+# What one model run costs beyond its tokens, in tokens. A 6-layer encoder spends its time in
+# per-token matrix products, so every padding token is paid in full and batching saves only the
+# run's fixed cost: on one thread a run of B texts of L tokens takes about (B·L + 8) token-times;
+# on two threads each run also pays for waking and joining the second, and short texts in runs
+# planned with 32-64 encoded fastest (`python benchmarks/bench_encoder.py`, 3 runs: 48 gave
+# 564-593 queries/s in groups of 32 against 497-527 for fixed runs of 32; in groups of 64,
+# 614-660 against 599-633).
+RUN_OVERHEAD_TOKENS = 48
 
 
 def plan_batches(sorted_lengths: Sequence[int], max_batch: int,

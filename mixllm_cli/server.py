@@ -10,9 +10,9 @@ The service is a thin client of the library, like the CLI: `/v1/route` returns `
   encoder and the store's write lock are paid once per batch, not once per request, and a
   replica under load batches more, not less.
 - A batch is encoded and admitted on the event-loop thread itself. Routing is CPU-bound work
-  and a replica has one of it at a time; handing it to a worker thread cost two thread wake-ups
-  per batch, which on a busy 2-core machine measured ~4 ms per request and ~15% of throughput
-  (docs/SERVE.md). The price: other requests (health, metrics, the relay of a streamed chat
+  and a replica has one of it at a time; handing it to a worker thread costs two thread wake-ups
+  per batch and overlaps nothing, since the callers wait for the batch in progress (measured no
+  faster, and slower with smaller alternating batches: docs/SERVE.md). The price: other requests (health, metrics, the relay of a streamed chat
   completion) wait for the batch in progress, tens of milliseconds; scale with replicas.
 - Other blocking work runs on single-thread executors, each with its own store connection:
   `feedback` (the log), `learn` (folding the log into the online snapshot, coalesced: one
