@@ -24,18 +24,14 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from _common import ROOT, emit, encode_cached
+from _common import REF, emit, train_study
 from compare_heads import frontier
 
-from mixllm_cli.catalogue import load_catalogue
-from mixllm_cli.dataset import read_dataset
 from mixllm_cli.decision import route_indices
-from mixllm_cli.features import build_features, fit_feature_spec
-from mixllm_cli.predictors import LENGTH, QUALITY
-from mixllm_cli.training import LAMBDA_GRID, LOGISTIC_C, fold_ids, out_of_fold, outcome_table
+from mixllm_cli.predictors import QUALITY
+from mixllm_cli.training import LAMBDA_GRID, LOGISTIC_C, out_of_fold
 
 CAPS = (0.10, 0.15, 0.20, 0.25)
-REF = 0  # gpt-4-1106-preview
 
 
 def picks(q: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -96,17 +92,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--write", default=None)
     args = ap.parse_args()
-    cat = load_catalogue(ROOT / "models.yaml")
-    t = outcome_table(read_dataset(ROOT / "data/routerbench/train.jsonl"), list(cat.ids))
-    enc = encode_cached(ROOT / "artifacts/encoder", t.queries)
-    x = build_features(enc.embeddings, enc.token_ids, fit_feature_spec(enc.token_ids, 4096))
-    folds = fold_ids(len(t.ids), 5, 0)
-    n_llm = len(cat.ids)
-    scale = np.nanmean(t.cost_usd[:, REF])
-    p_in = np.array([m.input_usd_per_mtok for m in cat.llms]) / 1e6
-    p_out = np.array([m.output_usd_per_mtok for m in cat.llms]) / 1e6
-    length = np.stack([out_of_fold("ridge", LENGTH, x, t.response_tokens[:, j], folds) for j in range(n_llm)], 1)
-    cost = (enc.n_tokens[:, None] * p_in + length * p_out) / scale
+    st = train_study()
+    t, x, folds, cost, n_llm = st.table, st.x, st.folds, st.cost, st.n_llm
     q = np.nan_to_num(np.stack([out_of_fold("logistic", QUALITY, x, t.quality[:, j], folds) for j in range(n_llm)], 1))
     lines = ["| policy (train, 5-fold out of fold) | " + " | ".join(f"≤{int(100 * c)}% cost" for c in CAPS) + " |",
              "|---|" + "---|" * len(CAPS)]
