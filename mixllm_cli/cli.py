@@ -479,6 +479,11 @@ def serve_cmd(
         typer.Option("--store", help="State store URL: postgresql://USER@HOST:PORT/DB to share one state between "
                                      "replicas (default: $MIXLLM_STORE, else <home>/state.sqlite3)."),
     ] = None,
+    fallbacks: Annotated[
+        int,
+        typer.Option("--fallbacks", min=0, help="Chat completions: when the chosen LLM's endpoint fails (unreachable, "
+                                                "429, 5xx), route again without it, at most this many more times."),
+    ] = 2,
     log_queries: LogQueriesOpt = False,
     home: HomeOpt = None,
     catalogue: CatalogueOpt = None,
@@ -492,7 +497,7 @@ def serve_cmd(
     from . import output
     from .server import Service, serve  # a missing serve extra is one Error: line (see `run`)
 
-    service = Service(home, catalogue, store, log_queries=log_queries)  # fails fast: one Error: line
+    service = Service(home, catalogue, store, log_queries=log_queries, fallbacks=fallbacks)  # fails fast: one Error: line
     output.note(f"mixllm serving {len(service.router.llm_ids)} LLMs on http://{host}:{port} "
                 f"(store: {service.store_name}; OpenAPI at /docs)")
     serve(service, host, port)

@@ -24,8 +24,14 @@ The service is a thin client of the library, like the CLI: `/v1/route` returns `
 
 Errors are JSON `{"error": {"message", "type", "param"?}}` (OpenAI's shape): 400 for a request
 the library refuses, 404 for an unknown route or decision, 413 for a body over MAX_BODY_BYTES,
-422 for one that fails the schema, 502 when the chosen LLM's endpoint fails, 503 when the store
-is unreachable.
+422 for one that fails the schema, 502 when the chosen LLM's endpoint fails (after the fallbacks),
+503 when the store is unreachable.
+
+Chat completions fall back: when the chosen LLM's endpoint fails before it answers (not
+configured, unreachable, 408/409/429 or 5xx, an unreadable body), the query is routed again
+without the LLMs that failed, up to `Service.fallbacks` more times. Each attempt is a decision of
+its own (logged, queued); a failed one frees its queue slot and teaches nothing. Other 4xx
+answers are the request's fault and are passed on as a 502 without a retry.
 """
 
 from __future__ import annotations
@@ -67,10 +73,13 @@ BATCH_WINDOW_S = 0.002  # after a batch of several, wait this long for the next 
 MAX_QUERIES_PER_REQUEST = 256
 MAX_FEEDBACK_PER_REQUEST = 1000
 MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_FALLBACKS = 2  # a chat completion whose LLM fails is routed again, at most this many more times
+RETRY_STATUSES = frozenset({408, 409, 429})  # and every 5xx: the provider's trouble, not the request's
 REFRESH_S = 1.0  # how often the route thread looks for a newer online snapshot
 LEARN_INTERVAL_S = 1.0  # the least time between two folds of the feedback log into the snapshot
 LLM_HEADER = "x-mixllm-llm"
 DECISION_HEADER = "x-mixllm-decision-id"
+FALLBACK_HEADER = "x-mixllm-fallback-from"  # the LLMs that failed before the one that answered
 
 
 class ApiError(Exception):
@@ -171,13 +180,14 @@ class _Pending:
     policy: WaitPolicy
     upstream_only: bool
     future: asyncio.Future
+    exclude: frozenset[str] = frozenset()  # LLM ids not to choose (a chat completion's failed attempts)
 
 
 class Service:
     """The router, its stores and executors, and the micro-batching queue; the app calls into it."""
 
     def __init__(self, home: Path | str | None = None, catalogue: Path | str | None = None,
-                 store_url: str | None = None, *, log_queries: bool = False):
+                 store_url: str | None = None, *, log_queries: bool = False, fallbacks: int = DEFAULT_FALLBACKS):
         import os
 
         from .encoder import SPIN_ENV
@@ -191,6 +201,9 @@ class Service:
         self.catalogue_file = catalogue
         self.store_url = store_url
         self.log_queries = log_queries
+        if fallbacks < 0:
+            raise UsageError(f"--fallbacks: must be >= 0 (got {fallbacks})")
+        self.fallbacks = fallbacks
         probe = open_store(self.home, store_url)
         try:
             probe.stats()  # fail now (one `Error:` line) if the store is unreachable or corrupt
@@ -244,10 +257,12 @@ class Service:
     # -------------------------------------------------------------- routing
 
     async def route(self, texts: list[str], ids: list[str | None], budgets: list[str | None], lams: list[float],
-                    policy: WaitPolicy, upstream_only: bool = False) -> tuple[list[Any], dict[str, float]]:
-        """The decisions for `texts`, and the seconds their batch spent in each phase (see `_route_batch`)."""
+                    policy: WaitPolicy, upstream_only: bool = False,
+                    exclude: frozenset[str] = frozenset()) -> tuple[list[Any], dict[str, float]]:
+        """The decisions for `texts`, and the seconds their batch spent in each phase (see `_route_batch`).
+        `upstream_only` offers only LLMs with an endpoint; `exclude` names LLMs not to offer."""
         fut = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(texts, ids, budgets, lams, policy, upstream_only, fut))
+        self._pending.append(_Pending(texts, ids, budgets, lams, policy, upstream_only, fut, exclude))
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
         return await fut
@@ -288,15 +303,15 @@ class Service:
         preds = self.router.predict(texts, timings=timings)
         decided = time.perf_counter()
         out: list[list[Any]] = [[] for _ in batch]
-        groups: dict[tuple[WaitPolicy, bool], list[int]] = {}
+        groups: dict[tuple[WaitPolicy, bool, frozenset[str]], list[int]] = {}
         for k, p in enumerate(batch):
-            groups.setdefault((p.policy, p.upstream_only), []).append(k)
+            groups.setdefault((p.policy, p.upstream_only, p.exclude), []).append(k)
         starts = np.cumsum([0] + [len(p.texts) for p in batch])
-        for (policy, upstream_only), members in groups.items():
+        for (policy, upstream_only, exclude), members in groups.items():
             rows = np.concatenate([np.arange(starts[k], starts[k + 1]) for k in members])
             sub = preds if len(groups) == 1 else _take(preds, rows)  # the usual case: no copy
-            if upstream_only:
-                sub = replace(sub, available=sub.available & self._upstream_mask[None, :])
+            if upstream_only or exclude:
+                sub = replace(sub, available=sub.available & self.offered(upstream_only, exclude)[None, :])
             ds = self.router.decisions(
                 sub, [b for k in members for b in batch[k].budgets], [x for k in members for x in batch[k].lams],
                 [i for k in members for i in batch[k].ids], queries=[texts[r] for r in rows], state=store,
@@ -309,6 +324,11 @@ class Service:
             self.metrics.routed(d.choice)
         self.metrics.batch(len(texts))
         return out, timings
+
+    def offered(self, upstream_only: bool, exclude: frozenset[str] = frozenset()) -> np.ndarray:
+        """Which LLMs (bool per `router.llm_ids`) a request may be routed to."""
+        mask = self._upstream_mask.copy() if upstream_only else np.ones(len(self.router.llm_ids), dtype=bool)
+        return mask & np.array([i not in exclude for i in self.router.llm_ids])
 
     def _file_key(self) -> int | None:
         from .online import SNAPSHOT
@@ -420,6 +440,8 @@ class _Metrics:
                                           registry=r)
         self.upstream_tokens = Counter("mixllm_upstream_tokens", "Chat completions: tokens reported by upstream",
                                        ["llm", "kind"], registry=r)
+        self._upstream_failures = Counter("mixllm_upstream_failures", "Chat completions: upstream attempts that "
+                                          "failed (each one falls back to the next choice)", ["llm"], registry=r)
         self.upstream_cost = Counter("mixllm_upstream_cost_usd", "Chat completions: catalogue cost of the calls",
                                      ["llm"], registry=r)
 
@@ -436,6 +458,9 @@ class _Metrics:
 
     def routed(self, llm: str) -> None:
         self._routed.labels(llm).inc()
+
+    def upstream_failure(self, llm: str) -> None:
+        self._upstream_failures.labels(llm).inc()
 
     def feedback(self, status: str) -> None:
         self._feedback.labels(status).inc()
@@ -634,14 +659,39 @@ def create_app(service: Service) -> FastAPI:
             raise ApiError(503, "no LLM of the catalogue has a base_url; add base_url (and api_key_env) to "
                                 "models.yaml to forward chat completions", "unavailable")
         name, lam = service.resolve(budget, None, "")
-        (decision,), _ = await service.route([text], [None], [name], [lam], WaitPolicy(), upstream_only=True)
-        return await _forward(service, body, decision)
+        failed: list[dict[str, str]] = []  # {"llm", "error"} of each attempt that failed, in order
+        while True:
+            exclude = frozenset(f["llm"] for f in failed)
+            (decision,), _ = await service.route([text], [None], [name], [lam], WaitPolicy(), upstream_only=True,
+                                                 exclude=exclude)
+            out = await _forward(service, body, decision, failed)
+            if isinstance(out, Response):
+                return out
+            await service.run("feedback", service._complete, decision.decision_id)  # free its slot, learn nothing
+            service.metrics.upstream_failure(decision.choice)
+            failed.append({"llm": decision.choice, "error": out.message})
+            exclude = frozenset(f["llm"] for f in failed)
+            if not out.retry or len(failed) > service.fallbacks or not service.offered(True, exclude).any():
+                headers = {LLM_HEADER: decision.choice, DECISION_HEADER: decision.decision_id or "",
+                           FALLBACK_HEADER: ",".join(f["llm"] for f in failed[:-1])}
+                return JSONResponse(_error_body("; ".join(f["error"] for f in failed), "upstream_error"),
+                                    status_code=502, headers=headers)
 
     return app
 
 
-async def _forward(service: Service, body: ChatRequest, decision: Any) -> Response:
-    """Send the request to the chosen LLM, answer (or stream) its reply, then record what it cost."""
+@dataclass(frozen=True)
+class _Failed:
+    """An upstream attempt that failed before anything was sent to the caller."""
+
+    message: str
+    retry: bool  # worth trying another LLM (the provider's trouble, not the request's)
+
+
+async def _forward(service: Service, body: ChatRequest, decision: Any,
+                   failed: list[dict[str, str]]) -> Response | _Failed:
+    """Send the request to the chosen LLM, answer (or stream) its reply, then record what it cost.
+    `failed` lists the attempts before this one (reported with the answer)."""
     import httpx
 
     from .feedback import Feedback
@@ -649,8 +699,9 @@ async def _forward(service: Service, body: ChatRequest, decision: Any) -> Respon
 
     llm = service.router.catalogue.get(decision.choice)
     info = {"llm": llm.id, "decision_id": decision.decision_id, "budget": decision.budget,
-            "lambda": decision.lam}
-    headers = {LLM_HEADER: llm.id, DECISION_HEADER: decision.decision_id or ""}
+            "lambda": decision.lam, "fallback_from": failed}
+    headers = {LLM_HEADER: llm.id, DECISION_HEADER: decision.decision_id or "",
+               FALLBACK_HEADER: ",".join(f["llm"] for f in failed)}
     payload = body.model_dump()
     try:
         url, up_headers, up_body = upstream_call(llm, payload)
@@ -658,9 +709,8 @@ async def _forward(service: Service, body: ChatRequest, decision: Any) -> Respon
         req = service.http.build_request("POST", url, headers=up_headers, json=up_body)
         resp = await service.http.send(req, stream=True)
     except (UpstreamError, httpx.HTTPError) as exc:
-        await service.run("feedback", service._complete, decision.decision_id)
-        msg = str(exc) if isinstance(exc, UpstreamError) else f"LLM {llm.id!r}: {type(exc).__name__}: {exc}"
-        return JSONResponse(_error_body(msg, "upstream_error"), status_code=502, headers=headers)
+        return _Failed(str(exc) if isinstance(exc, UpstreamError) else f"LLM {llm.id!r}: {type(exc).__name__}: {exc}",
+                       retry=True)
 
     async def finish(usage: Any, ttft_ms: float | None) -> None:
         latency_ms = (time.perf_counter() - started) * 1000.0
@@ -680,13 +730,12 @@ async def _forward(service: Service, body: ChatRequest, decision: Any) -> Respon
     if resp.status_code != 200:
         raw = await resp.aread()
         await resp.aclose()
-        await service.run("feedback", service._complete, decision.decision_id)
         try:
             upstream_msg = json.loads(raw)["error"]["message"]
         except (ValueError, KeyError, TypeError):
             upstream_msg = raw[:200].decode("utf-8", "replace")
-        return JSONResponse(_error_body(f"LLM {llm.id!r} answered {resp.status_code}: {upstream_msg}",
-                                        "upstream_error"), status_code=502, headers=headers)
+        return _Failed(f"LLM {llm.id!r} answered {resp.status_code}: {upstream_msg}",
+                       retry=resp.status_code in RETRY_STATUSES or resp.status_code >= 500)
 
     if not body.stream:
         try:
@@ -698,9 +747,7 @@ async def _forward(service: Service, body: ChatRequest, decision: Any) -> Respon
         except ValueError:
             obj = None
         if not isinstance(obj, dict):
-            await service.run("feedback", service._complete, decision.decision_id)
-            return JSONResponse(_error_body(f"LLM {llm.id!r} answered with something that is not a JSON object",
-                                            "upstream_error"), status_code=502, headers=headers)
+            return _Failed(f"LLM {llm.id!r} answered with something that is not a JSON object", retry=True)
         await finish(obj.get("usage"), None)
         obj["mixllm"] = info
         return JSONResponse(obj, headers=headers)

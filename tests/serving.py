@@ -40,7 +40,8 @@ def serving(app: Any) -> Iterator[str]:
 
 def fake_upstream() -> tuple[Any, list[dict[str, Any]]]:
     """An OpenAI-compatible chat-completions provider: answers "answer from <model>" word by word,
-    reports usage (prompt 12 tokens, completion = the words), and fails for the model `broken`.
+    reports usage (prompt 12 tokens, completion = the words), fails with a 500 for the model `broken`
+and refuses the request (400) for the model `picky`.
     Returns the app and the list of (headers, body) it received."""
     app = FastAPI()
     seen: list[dict[str, Any]] = []
@@ -53,6 +54,9 @@ def fake_upstream() -> tuple[Any, list[dict[str, Any]]]:
         if model == "broken":
             return JSONResponse({"error": {"message": "the model is on fire", "type": "server_error"}},
                                 status_code=500)
+        if model == "picky":
+            return JSONResponse({"error": {"message": "this request is not for me", "type": "invalid_request_error"}},
+                                status_code=400)
         words = ["answer", "from", model]
         usage = {"prompt_tokens": 12, "completion_tokens": len(words), "total_tokens": 12 + len(words)}
         base = {"id": "chatcmpl-fake", "created": 1700000000, "model": model}

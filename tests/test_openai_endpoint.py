@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 import yaml
 from conftest import CODE
@@ -156,3 +157,76 @@ def test_an_upstream_failure_is_a_502_naming_the_llm_and_frees_the_slot(trained_
     assert info.value.status_code == 502
     assert info.value.body["message"] == "LLM 'vendor/small' answered 500: the model is on fire"
     assert _store(trained_home).open_calls(time.time()) == {}
+
+
+def _serve_with(trained_home, upstream, models, **service_kw):
+    """Serve the tiny catalogue with every LLM behind the fake provider under the given upstream model names."""
+    from serving import serving
+
+    from mixllm_cli.server import Service, create_app
+
+    cat = yaml.safe_load((trained_home / "models.yaml").read_text())
+    for entry in cat["llms"]:
+        entry.update(base_url=upstream[0] + "/v1", upstream_model=models.get(entry["id"], upstream_name(entry["id"])))
+    (trained_home / "models.yaml").write_text(yaml.safe_dump(cat, sort_keys=False))
+    return serving(create_app(Service(trained_home, **service_kw)))
+
+
+def _ranking(home, query, budget):
+    """The LLMs in the order the router prefers them for `query` (nothing queued)."""
+    from mixllm_cli.router import Router
+
+    (d,) = Router.load(home).route([query], budget)
+    return [c.llm for c in sorted(d.candidates, key=lambda c: -c.score)]
+
+
+def test_a_failing_llm_falls_back_to_the_next_choice(trained_home, upstream):
+    first, second, _ = _ranking(trained_home, CODE[0], "high")
+    with _serve_with(trained_home, upstream, {first: "broken"}) as url:
+        c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        raw = c.chat.completions.with_raw_response.create(model="mixllm:high",
+                                                          messages=[{"role": "user", "content": CODE[0]}])
+        metrics = httpx.get(url + "/metrics").text
+    completion = raw.parse()
+    assert raw.headers["x-mixllm-llm"] == second and completion.mixllm["llm"] == second
+    assert completion.choices[0].message.content == f"answer from {upstream_name(second)}"
+    assert raw.headers["x-mixllm-fallback-from"] == first
+    assert completion.mixllm["fallback_from"] == [{"llm": first,
+                                                   "error": f"LLM {first!r} answered 500: the model is on fire"}]
+    assert [s["body"]["model"] for s in upstream[1]] == ["broken", upstream_name(second)]
+    assert f'mixllm_upstream_failures_total{{llm="{first}"}} 1.0' in metrics
+    # two decisions, each with its own queue job; the failed one's slot is free and taught nothing
+    conn = _store(trained_home).conn
+    jobs = dict(conn.execute("SELECT llm, done_s IS NOT NULL FROM jobs").fetchall())
+    assert set(jobs) == {first, second} and jobs[first] == 1
+    assert conn.execute("SELECT latency_ms, ttft_ms FROM latency_observations WHERE llm = ?", (first,)).fetchall() \
+        == [(None, None)]
+    assert first not in _store(trained_home).learned()
+
+
+def test_fallbacks_stop_at_the_limit_and_name_every_failure(trained_home, upstream):
+    ranking = _ranking(trained_home, CODE[0], "high")
+    with _serve_with(trained_home, upstream, dict.fromkeys(ranking, "broken"), fallbacks=1) as url:
+        c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.APIStatusError) as info:
+            c.chat.completions.create(model="mixllm:high", messages=[{"role": "user", "content": CODE[0]}])
+    assert info.value.status_code == 502
+    headers = info.value.response.headers
+    assert headers["x-mixllm-fallback-from"] == ranking[0] and headers["x-mixllm-llm"] == ranking[1]
+    assert info.value.body["message"] == "; ".join(f"LLM {t!r} answered 500: the model is on fire" for t in ranking[:2])
+    assert len(upstream[1]) == 2  # one try and one fallback: the third LLM is never called
+    assert _store(trained_home).open_calls(time.time()) == {}
+
+
+def test_no_fallback_when_disabled_or_when_the_request_is_at_fault(trained_home, upstream):
+    first = _ranking(trained_home, CODE[0], "high")[0]
+    for models, kw, message in (({first: "broken"}, {"fallbacks": 0}, "answered 500: the model is on fire"),
+                                ({first: "picky"}, {}, "answered 400: this request is not for me")):
+        with _serve_with(trained_home, upstream, models, **kw) as url:
+            c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+            with pytest.raises(openai.APIStatusError) as info:
+                c.chat.completions.create(model="mixllm:high", messages=[{"role": "user", "content": CODE[0]}])
+        assert info.value.status_code == 502 and info.value.response.headers["x-mixllm-llm"] == first
+        assert info.value.response.headers["x-mixllm-fallback-from"] == ""
+        assert info.value.body["message"] == f"LLM {first!r} {message}"
+    assert [s["body"]["model"] for s in upstream[1]] == ["broken", "picky"]  # one attempt each
