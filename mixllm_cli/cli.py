@@ -484,6 +484,11 @@ def serve_cmd(
         typer.Option("--fallbacks", min=0, help="Chat completions: when the chosen LLM's endpoint fails (unreachable, "
                                                 "429, 5xx), route again without it, at most this many more times."),
     ] = 2,
+    cooldown_s: Annotated[
+        float,
+        typer.Option("--cooldown-s", min=0.0, help="Chat completions: skip an LLM whose endpoint failed for this many "
+                                                   "seconds (0: never skip)."),
+    ] = 30.0,
     log_queries: LogQueriesOpt = False,
     home: HomeOpt = None,
     catalogue: CatalogueOpt = None,
@@ -497,7 +502,8 @@ def serve_cmd(
     from . import output
     from .server import Service, serve  # a missing serve extra is one Error: line (see `run`)
 
-    service = Service(home, catalogue, store, log_queries=log_queries, fallbacks=fallbacks)  # fails fast: one Error: line
+    service = Service(home, catalogue, store, log_queries=log_queries, fallbacks=fallbacks,
+                      cooldown_s=cooldown_s)  # fails fast: one Error: line
     output.note(f"mixllm serving {len(service.router.llm_ids)} LLMs on http://{host}:{port} "
                 f"(store: {service.store_name}; OpenAPI at /docs)")
     serve(service, host, port)

@@ -31,7 +31,10 @@ Chat completions fall back: when the chosen LLM's endpoint fails before it answe
 configured, unreachable, 408/409/429 or 5xx, an unreadable body), the query is routed again
 without the LLMs that failed, up to `Service.fallbacks` more times. Each attempt is a decision of
 its own (logged, queued); a failed one frees its queue slot and teaches nothing. Other 4xx
-answers are the request's fault and are passed on as a 502 without a retry.
+answers are the request's fault and are passed on as a 502 without a retry. An LLM that failed
+so is then skipped by this replica's chat completions for `Service.cooldown_s` seconds (unless
+every LLM with an endpoint is cooling down), so an outage costs one failed attempt, not one per
+request.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ MAX_QUERIES_PER_REQUEST = 256
 MAX_FEEDBACK_PER_REQUEST = 1000
 MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_FALLBACKS = 2  # a chat completion whose LLM fails is routed again, at most this many more times
+DEFAULT_COOLDOWN_S = 30.0  # ... and the failed LLM is skipped by later chat completions for this long
 RETRY_STATUSES = frozenset({408, 409, 429})  # and every 5xx: the provider's trouble, not the request's
 REFRESH_S = 1.0  # how often the route thread looks for a newer online snapshot
 LEARN_INTERVAL_S = 1.0  # the least time between two folds of the feedback log into the snapshot
@@ -187,7 +191,8 @@ class Service:
     """The router, its stores and executors, and the micro-batching queue; the app calls into it."""
 
     def __init__(self, home: Path | str | None = None, catalogue: Path | str | None = None,
-                 store_url: str | None = None, *, log_queries: bool = False, fallbacks: int = DEFAULT_FALLBACKS):
+                 store_url: str | None = None, *, log_queries: bool = False, fallbacks: int = DEFAULT_FALLBACKS,
+                 cooldown_s: float = DEFAULT_COOLDOWN_S):
         import os
 
         from .encoder import SPIN_ENV
@@ -204,6 +209,10 @@ class Service:
         if fallbacks < 0:
             raise UsageError(f"--fallbacks: must be >= 0 (got {fallbacks})")
         self.fallbacks = fallbacks
+        if not cooldown_s >= 0:
+            raise UsageError(f"--cooldown-s: must be >= 0 (got {cooldown_s})")
+        self.cooldown_s = cooldown_s
+        self._cooling: dict[str, float] = {}  # LLM id → monotonic time its chat-completion cooldown ends
         probe = open_store(self.home, store_url)
         try:
             probe.stats()  # fail now (one `Error:` line) if the store is unreachable or corrupt
@@ -330,6 +339,18 @@ class Service:
         mask = self._upstream_mask.copy() if upstream_only else np.ones(len(self.router.llm_ids), dtype=bool)
         return mask & np.array([i not in exclude for i in self.router.llm_ids])
 
+    def cooling(self) -> frozenset[str]:
+        """The LLMs chat completions skip for now: they failed upstream less than `cooldown_s` ago."""
+        now = time.monotonic()
+        for llm in [k for k, until in self._cooling.items() if until <= now]:
+            del self._cooling[llm]
+        return frozenset(self._cooling)
+
+    def upstream_failed(self, llm: str, cool_down: bool) -> None:
+        self.metrics.upstream_failure(llm)
+        if cool_down and self.cooldown_s > 0:
+            self._cooling[llm] = time.monotonic() + self.cooldown_s
+
     def _file_key(self) -> int | None:
         from .online import SNAPSHOT
 
@@ -441,7 +462,7 @@ class _Metrics:
         self.upstream_tokens = Counter("mixllm_upstream_tokens", "Chat completions: tokens reported by upstream",
                                        ["llm", "kind"], registry=r)
         self._upstream_failures = Counter("mixllm_upstream_failures", "Chat completions: upstream attempts that "
-                                          "failed (each one falls back to the next choice)", ["llm"], registry=r)
+                                          "failed", ["llm"], registry=r)
         self.upstream_cost = Counter("mixllm_upstream_cost_usd", "Chat completions: catalogue cost of the calls",
                                      ["llm"], registry=r)
 
@@ -660,15 +681,18 @@ def create_app(service: Service) -> FastAPI:
                                 "models.yaml to forward chat completions", "unavailable")
         name, lam = service.resolve(budget, None, "")
         failed: list[dict[str, str]] = []  # {"llm", "error"} of each attempt that failed, in order
+        cooling = service.cooling()
         while True:
-            exclude = frozenset(f["llm"] for f in failed)
+            exclude = cooling | {f["llm"] for f in failed}
+            if not service.offered(True, exclude).any():
+                exclude = frozenset(f["llm"] for f in failed)  # only LLMs that failed lately are left: try them
             (decision,), _ = await service.route([text], [None], [name], [lam], WaitPolicy(), upstream_only=True,
                                                  exclude=exclude)
             out = await _forward(service, body, decision, failed)
             if isinstance(out, Response):
                 return out
             await service.run("feedback", service._complete, decision.decision_id)  # free its slot, learn nothing
-            service.metrics.upstream_failure(decision.choice)
+            service.upstream_failed(decision.choice, cool_down=out.retry)
             failed.append({"llm": decision.choice, "error": out.message})
             exclude = frozenset(f["llm"] for f in failed)
             if not out.retry or len(failed) > service.fallbacks or not service.offered(True, exclude).any():

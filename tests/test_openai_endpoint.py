@@ -230,3 +230,29 @@ def test_no_fallback_when_disabled_or_when_the_request_is_at_fault(trained_home,
         assert info.value.response.headers["x-mixllm-fallback-from"] == ""
         assert info.value.body["message"] == f"LLM {first!r} {message}"
     assert [s["body"]["model"] for s in upstream[1]] == ["broken", "picky"]  # one attempt each
+
+
+def test_a_failed_llm_cools_down_then_is_tried_again(trained_home, upstream):
+    first, second, third = _ranking(trained_home, CODE[0], "high")
+    ask = {"model": "mixllm:high", "messages": [{"role": "user", "content": CODE[0]}]}
+    with _serve_with(trained_home, upstream, {first: "broken"}, cooldown_s=30) as url:
+        c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        assert c.chat.completions.with_raw_response.create(**ask).headers["x-mixllm-fallback-from"] == first
+        raw = c.chat.completions.with_raw_response.create(**ask)  # `first` is skipped: no failed attempt
+        assert raw.headers["x-mixllm-llm"] == second and raw.headers["x-mixllm-fallback-from"] == ""
+    assert [s["body"]["model"] for s in upstream[1]] == ["broken"] + [upstream_name(second)] * 2
+    upstream[1].clear()
+    with _serve_with(trained_home, upstream, {first: "broken"}, cooldown_s=0) as url:  # never benched
+        c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        for _ in range(2):
+            assert c.chat.completions.with_raw_response.create(**ask).headers["x-mixllm-fallback-from"] == first
+    assert [s["body"]["model"] for s in upstream[1]] == ["broken", upstream_name(second)] * 2
+    upstream[1].clear()
+    # every LLM failing: the cooling ones are still tried rather than refusing the request unseen
+    with _serve_with(trained_home, upstream, dict.fromkeys((first, second, third), "broken"), cooldown_s=30) as url:
+        c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        for _ in range(2):
+            with pytest.raises(openai.APIStatusError) as info:
+                c.chat.completions.create(**ask)
+            assert info.value.status_code == 502
+    assert len(upstream[1]) == 6  # three attempts each time
