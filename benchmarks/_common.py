@@ -45,6 +45,7 @@ class TrainStudy:
 
     table: object  # training.OutcomeTable
     enc: Encoded
+    spec: object  # features.FeatureSpec: the lexical bag's vocabulary and idf, fitted on all of train
     x: np.ndarray
     folds: np.ndarray
     cost: np.ndarray
@@ -62,7 +63,8 @@ def train_study() -> TrainStudy:
     cat = load_catalogue(ROOT / "models.yaml")
     t = outcome_table(read_dataset(ROOT / "data/routerbench/train.jsonl"), list(cat.ids))
     enc = encode_cached(ROOT / "artifacts/encoder", t.queries)
-    x = build_features(enc.embeddings, enc.token_ids, fit_feature_spec(enc.token_ids, 4096))
+    spec = fit_feature_spec(enc.token_ids, 4096)
+    x = build_features(enc.embeddings, enc.token_ids, spec)
     folds = fold_ids(len(t.ids), 5, 0)
     n_llm = len(cat.ids)
     scale = np.nanmean(t.cost_usd[:, REF])
@@ -70,4 +72,4 @@ def train_study() -> TrainStudy:
     p_out = np.array([m.output_usd_per_mtok for m in cat.llms]) / 1e6
     length = np.stack([out_of_fold("ridge", LENGTH, x, t.response_tokens[:, j], folds) for j in range(n_llm)], 1)
     cost = (enc.n_tokens[:, None] * p_in + length * p_out) / scale
-    return TrainStudy(t, enc, x, folds, cost, n_llm)
+    return TrainStudy(t, enc, spec, x, folds, cost, n_llm)

@@ -36,14 +36,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import ROOT, emit, encode_cached
+from _common import REF, ROOT, emit, train_study
 from compare_heads import frontier
 
-from mixllm_cli.catalogue import load_catalogue
-from mixllm_cli.dataset import read_dataset
-from mixllm_cli.features import build_features, fit_feature_spec
-from mixllm_cli.predictors import LENGTH, QUALITY
-from mixllm_cli.training import fit_head, fold_ids, out_of_fold, outcome_table
+from mixllm_cli.features import build_features
+from mixllm_cli.predictors import QUALITY
+from mixllm_cli.training import fit_head, out_of_fold
 
 sys.path.insert(0, str(ROOT / "tools"))
 from build_encoder import (
@@ -176,19 +174,9 @@ def main() -> None:
     args = ap.parse_args()
     t_start = time.perf_counter()
 
-    cat = load_catalogue(ROOT / "models.yaml")
-    t = outcome_table(read_dataset(ROOT / "data/routerbench/train.jsonl"), list(cat.ids))
-    enc = encode_cached(ROOT / "artifacts/encoder", t.queries)
-    spec = fit_feature_spec(enc.token_ids, 4096)
-    x = build_features(enc.embeddings, enc.token_ids, spec)
+    st = train_study()
+    t, enc, spec, x, folds, cost, n_llm, ref = st.table, st.enc, st.spec, st.x, st.folds, st.cost, st.n_llm, REF
     n = len(t.ids)
-    folds = fold_ids(n, 5, 0)
-    n_llm, ref = len(cat.ids), 0
-    scale = np.nanmean(t.cost_usd[:, ref])
-    p_in = np.array([m.input_usd_per_mtok for m in cat.llms]) / 1e6
-    p_out = np.array([m.output_usd_per_mtok for m in cat.llms]) / 1e6
-    length = np.stack([out_of_fold("ridge", LENGTH, x, t.response_tokens[:, j], folds) for j in range(n_llm)], 1)
-    cost = (enc.n_tokens[:, None] * p_in + length * p_out) / scale
     lines = ["| quality head | Brier | " + " | ".join(f"≤{int(100 * c)}% cost" for c in CAPS) + " |",
              "|---|---|" + "---|" * len(CAPS)]
     notes: list[str] = []
