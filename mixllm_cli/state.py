@@ -202,19 +202,18 @@ class StoreBase:
 
     def queue(self, conn: Any, llm_ids: tuple[str, ...], slots: list[int], now: float) -> QueueState:
         """The queue as the open calls leave it at `now`."""
-        state = QueueState.empty(llm_ids, slots, now)
-        col = {llm: j for j, llm in enumerate(llm_ids)}
+        free = {llm: [now] * max(int(k), 1) for llm, k in zip(llm_ids, slots)}
         # One row per busy slot, not per open call: the database folds the calls (one query per
-        # decision reads the queue, and under load hundreds of calls are open).
-        rows = conn.execute("SELECT llm, slot, MAX(end_s) FROM jobs WHERE done_s IS NULL AND end_s > ? "
-                            "GROUP BY llm, slot", (now,))
-        for llm, slot, end in rows:
-            j = col.get(llm)
-            if j is not None:
-                f = state.free_at[j]
+        # decision reads the queue, and under load hundreds of calls are open). Plain lists here:
+        # with every slot busy, numpy's per-element access made this loop ~0.3 ms of each decision.
+        for llm, slot, end in conn.execute("SELECT llm, slot, MAX(end_s) FROM jobs WHERE done_s IS NULL "
+                                           "AND end_s > ? GROUP BY llm, slot", (now,)):
+            f = free.get(llm)
+            if f is not None:
                 s = slot % len(f)  # the catalogue may have changed the slot count since
-                f[s] = max(f[s], end)
-        return state
+                if end > f[s]:
+                    f[s] = end
+        return QueueState(llm_ids, [np.array(free[llm], dtype=np.float64) for llm in llm_ids])
 
     # ------------------------------------------------------------------ writes
 
