@@ -21,6 +21,7 @@ from .artifacts import ArtifactSet, Preset, load_artifact_set
 from .errors import ArtifactError, DataError, UsageError
 from .features import build_features
 from .latency import LatencyEstimate
+from .predictors import HeadBank
 from .store import active_artifacts_dir, home_dir
 from .store import catalogue_path as store_catalogue_path
 
@@ -134,6 +135,7 @@ class Router:
         self.offline_artifacts = artifacts  # as trained, before any online update: what the log replays onto
         self.catalogue = catalogue
         self.weights = weights or decision.Weights()
+        self._bank: HeadBank | None = None  # every warm LLM's heads as one evaluator (predict_encoded)
         # The pool: catalogue LLMs that have heads. Heads of LLMs no longer in the catalogue
         # are ignored; catalogue LLMs without heads are reported by `unrouted`.
         servable = set(artifacts.heads) | set(artifacts.cold)
@@ -220,11 +222,16 @@ class Router:
         keys = np.ones(n) if explore_keys is None else np.asarray(explore_keys, dtype=np.float64)
         cols_q, cols_len, cols_unc, cols_ok = [], [], [], []
         unc_of: dict[int, np.ndarray] = {}  # LLMs sharing one A⁻¹ (same training rows) share the product
+        warm = [self.artifacts.heads[i] for i in self.llm_ids if i in self.artifacts.heads]
+        both = [head for h in warm for head in (h.quality, h.length)]
+        if self._bank is None or not self._bank.same_heads(both):
+            self._bank = HeadBank(both)  # built once, and again only when a refit replaced a head
+        out = iter(self._bank.predict(x).T)
         for llm_id in self.llm_ids:
             h = self.artifacts.heads.get(llm_id)
             if h is not None:
-                cols_q.append(h.quality.predict(x))
-                cols_len.append(h.length.predict(x))
+                cols_q.append(next(out))
+                cols_len.append(next(out))
                 if id(h.a_inv) not in unc_of:
                     unc_of[id(h.a_inv)] = ((e @ h.a_inv) * e).sum(axis=1)  # eᵀA⁻¹e per row, via BLAS
                 cols_unc.append(unc_of[id(h.a_inv)])

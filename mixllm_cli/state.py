@@ -211,8 +211,7 @@ class StoreBase:
             f = free.get(llm)
             if f is not None:
                 s = slot % len(f)  # the catalogue may have changed the slot count since
-                if end > f[s]:
-                    f[s] = end
+                f[s] = max(f[s], end)
         return QueueState(llm_ids, [np.array(free[llm], dtype=np.float64) for llm in llm_ids])
 
     # ------------------------------------------------------------------ writes

@@ -92,3 +92,39 @@ def test_save_and_load_round_trip(tmp_path, data):
     save_head(head, tmp_path / "h.joblib")
     again = load_head(tmp_path / "h.joblib")
     np.testing.assert_array_equal(again.predict(x), head.predict(x))
+
+
+def test_a_head_bank_predicts_what_each_of_its_heads_does(data):
+    from mixllm_cli.predictors import HeadBank
+
+    x, q, tokens = data
+    heads = [fit_head("logistic", QUALITY, x, q), fit_head("ridge", LENGTH, x, tokens),
+             fit_head("knn", QUALITY, x, q), fit_head("logistic", QUALITY, x, 1 - q),
+             ConstantHead(kind=LENGTH, family="constant", n_train=0, value=3.0)]
+    bank = HeadBank(heads)
+    got = bank.predict(x)
+    assert got.shape == (len(x), len(heads))
+    for j, h in enumerate(heads):
+        np.testing.assert_allclose(got[:, j], h.predict(x), rtol=1e-5, atol=1e-6)
+    assert bank.same_heads(list(heads))
+    refit = list(heads)
+    refit[1] = fit_head("ridge", LENGTH, x, tokens)  # an equal head, but another object: a refit
+    assert not bank.same_heads(refit) and not bank.same_heads(heads[:-1])
+
+
+def test_the_router_rebuilds_its_head_bank_when_a_head_is_replaced(trained_home):
+    from dataclasses import replace
+
+    from mixllm_cli.router import Router
+
+    router = Router.load(trained_home)
+    before = router.predict(["write a python function"])
+    llm = next(i for i in router.llm_ids if i in router.artifacts.heads)
+    h = router.artifacts.heads[llm]
+    router.artifacts.heads[llm] = replace(h, quality=ConstantHead(kind=QUALITY, family="constant", n_train=0,
+                                                                   value=0.123))
+    after = router.predict(["write a python function"])
+    j = router.llm_ids.index(llm)
+    assert after.quality[0, j] == pytest.approx(0.123) and before.quality[0, j] != pytest.approx(0.123)
+    others = [k for k in range(len(router.llm_ids)) if k != j]
+    np.testing.assert_allclose(after.quality[0, others], before.quality[0, others])
