@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from .errors import FeedbackError, MixLLMError, UsageError
+from .upstream import DEFAULT_COOLDOWN_S, DEFAULT_FALLBACKS
 
 app = typer.Typer(
     name="mixllm",
@@ -483,12 +484,12 @@ def serve_cmd(
         int,
         typer.Option("--fallbacks", min=0, help="Chat completions: when the chosen LLM's endpoint fails (unreachable, "
                                                 "429, 5xx), route again without it, at most this many more times."),
-    ] = 2,
+    ] = DEFAULT_FALLBACKS,
     cooldown_s: Annotated[
         float,
         typer.Option("--cooldown-s", min=0.0, help="Chat completions: skip an LLM whose endpoint failed for this many "
                                                    "seconds (0: never skip)."),
-    ] = 30.0,
+    ] = DEFAULT_COOLDOWN_S,
     log_queries: LogQueriesOpt = False,
     home: HomeOpt = None,
     catalogue: CatalogueOpt = None,

@@ -99,8 +99,10 @@ class HeadBank:
         out = np.empty((len(x), len(self.heads)))
         if len(self._lin):
             z = x @ self._w + self._b
-            z = np.where(self._logistic, _sigmoid(z), z).astype(np.float64)
-            out[:, self._lin] = np.where(self._quality, np.clip(z, 0.0, 1.0), np.expm1(np.clip(z, 0.0, 20.0)))
+            z = np.where(self._logistic, _sigmoid(z), z)
+            q = self._quality
+            out[:, self._lin[q]] = _finish(QUALITY, z[:, q])
+            out[:, self._lin[~q]] = _finish(LENGTH, z[:, ~q])
         for j in self._other:
             out[:, j] = self.heads[j].predict(x)
         return out

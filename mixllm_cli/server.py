@@ -58,7 +58,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import DataError, FeedbackError, MixLLMError, UsageError
 from .router import MAX_QUERY_CHARS, Router, WaitPolicy, check_query
-from .upstream import UpstreamError
+from .upstream import DEFAULT_COOLDOWN_S, DEFAULT_FALLBACKS, UpstreamError
 
 
 class JSONResponse(_StdJSONResponse):
@@ -76,9 +76,6 @@ BATCH_WINDOW_S = 0.002  # after a batch of several, wait this long for the next 
 MAX_QUERIES_PER_REQUEST = 256
 MAX_FEEDBACK_PER_REQUEST = 1000
 MAX_BODY_BYTES = 4 * 1024 * 1024
-DEFAULT_FALLBACKS = 2  # a chat completion whose LLM fails is routed again, at most this many more times
-DEFAULT_COOLDOWN_S = 30.0  # ... and the failed LLM is skipped by later chat completions for this long
-RETRY_STATUSES = frozenset({408, 409, 429})  # and every 5xx: the provider's trouble, not the request's
 REFRESH_S = 1.0  # how often the route thread looks for a newer online snapshot
 LEARN_INTERVAL_S = 1.0  # the least time between two folds of the feedback log into the snapshot
 LLM_HEADER = "x-mixllm-llm"
@@ -681,11 +678,11 @@ def create_app(service: Service) -> FastAPI:
                                 "models.yaml to forward chat completions", "unavailable")
         name, lam = service.resolve(budget, None, "")
         failed: list[dict[str, str]] = []  # {"llm", "error"} of each attempt that failed, in order
-        cooling = service.cooling()
+        cooling, tried = service.cooling(), frozenset[str]()
         while True:
-            exclude = cooling | {f["llm"] for f in failed}
+            exclude = cooling | tried
             if not service.offered(True, exclude).any():
-                exclude = frozenset(f["llm"] for f in failed)  # only LLMs that failed lately are left: try them
+                exclude = tried  # only LLMs that failed lately are left: try them
             (decision,), _ = await service.route([text], [None], [name], [lam], WaitPolicy(), upstream_only=True,
                                                  exclude=exclude)
             out = await _forward(service, body, decision, failed)
@@ -694,8 +691,8 @@ def create_app(service: Service) -> FastAPI:
             await service.run("feedback", service._complete, decision.decision_id)  # free its slot, learn nothing
             service.upstream_failed(decision.choice, cool_down=out.retry)
             failed.append({"llm": decision.choice, "error": out.message})
-            exclude = frozenset(f["llm"] for f in failed)
-            if not out.retry or len(failed) > service.fallbacks or not service.offered(True, exclude).any():
+            tried = tried | {decision.choice}
+            if not out.retry or len(failed) > service.fallbacks or not service.offered(True, tried).any():
                 headers = {LLM_HEADER: decision.choice, DECISION_HEADER: decision.decision_id or "",
                            FALLBACK_HEADER: ",".join(f["llm"] for f in failed[:-1])}
                 return JSONResponse(_error_body("; ".join(f["error"] for f in failed), "upstream_error"),
@@ -719,7 +716,7 @@ async def _forward(service: Service, body: ChatRequest, decision: Any,
     import httpx
 
     from .feedback import Feedback
-    from .upstream import call_cost_usd, upstream_call, usage_tokens
+    from .upstream import call_cost_usd, upstream_call, usage_tokens, worth_another_llm
 
     llm = service.router.catalogue.get(decision.choice)
     info = {"llm": llm.id, "decision_id": decision.decision_id, "budget": decision.budget,
@@ -759,7 +756,7 @@ async def _forward(service: Service, body: ChatRequest, decision: Any,
         except (ValueError, KeyError, TypeError):
             upstream_msg = raw[:200].decode("utf-8", "replace")
         return _Failed(f"LLM {llm.id!r} answered {resp.status_code}: {upstream_msg}",
-                       retry=resp.status_code in RETRY_STATUSES or resp.status_code >= 500)
+                       retry=worth_another_llm(resp.status_code))
 
     if not body.stream:
         try:

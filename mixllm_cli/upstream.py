@@ -14,6 +14,9 @@ from typing import Any
 from .errors import MixLLMError, UsageError
 
 MODEL_PREFIX = "mixllm"
+DEFAULT_FALLBACKS = 2  # a chat completion whose LLM fails is routed again, at most this many more times
+DEFAULT_COOLDOWN_S = 30.0  # ... and the failed LLM is skipped by later chat completions for this long
+RETRY_STATUSES = frozenset({408, 409, 429})  # and every 5xx: the provider's trouble, not the request's
 
 
 class UpstreamError(MixLLMError):
@@ -76,6 +79,11 @@ def upstream_call(llm: Any, body: dict[str, Any], environ: Any = None) -> tuple[
         # Ask for the real token counts in the last chunk (providers that ignore it still stream).
         out["stream_options"] = {**(out.get("stream_options") or {}), "include_usage": True}
     return llm.base_url.rstrip("/") + "/chat/completions", headers, out
+
+
+def worth_another_llm(status: int) -> bool:
+    """Whether an upstream answer with this HTTP status should send the query to another LLM."""
+    return status in RETRY_STATUSES or status >= 500
 
 
 def usage_tokens(usage: Any) -> tuple[int | None, int | None]:
