@@ -109,15 +109,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = StateStore(Path(tmp) / "state.sqlite3")
         name, lam = router.resolve_budget("low", None)
-        with_state, without = [], []
+        with_state, without, predict = [], [], []
         for q in short_queries(200):
-            preds = router.predict([q])
+            timings: dict[str, float] = {}
+            preds = router.predict([q], timings=timings)
+            predict.append(timings["predict"] * 1000)
             t = time.perf_counter()
             router.decisions(preds, name, lam, queries=[q], state=store)
             with_state.append((time.perf_counter() - t) * 1000)
             t = time.perf_counter()
             router.decisions(preds, name, lam, queries=[q])
             without.append((time.perf_counter() - t) * 1000)
+        results["predict_ms_p50"] = round(statistics.median(predict), 3)  # heads and uncertainty, after encoding
         results["decide_ms_p50_with_state"] = round(statistics.median(with_state), 3)
         results["decide_ms_p50_without_state"] = round(statistics.median(without), 3)
         results["state_round_trip_ms_p50"] = round(statistics.median(with_state) - statistics.median(without), 3)

@@ -36,13 +36,13 @@ from _serve import Conn, percentile, start_replica, wait_ready
 from bench_route import short_queries
 
 
-async def sequential(port: int, texts: list[str]) -> list[tuple[float, float]]:
-    """POST each text in turn, back to back: (round trip, the server's own encoder time) per request, in s."""
+async def sequential(port: int, texts: list[str]) -> list[tuple[float, dict[str, float]]]:
+    """POST each text in turn, back to back: (round trip in s, the server's Server-Timing in ms) per request."""
     conn, out = Conn(port), []
     for t in texts:
         t0 = time.perf_counter()
         status, _ = await conn.post("/v1/route", json.dumps({"query": t}).encode())
-        out.append((time.perf_counter() - t0, conn.server_timing()["encode"] / 1000))
+        out.append((time.perf_counter() - t0, conn.server_timing()))
         assert status == 200
     conn.close()
     return out
@@ -141,7 +141,12 @@ def main() -> None:
         b2b = asyncio.run(sequential(port, texts[:args.n]))
         print(f"  back to back (the same queries again, nothing run between requests, so the server's caches stay "
               f"warm): round trip p50 {ms([r for r, _ in b2b]):.2f} ms, overhead beyond the server's own encoder "
-              f"time p50 {ms([r - e for r, e in b2b]):.2f} ms (server-side encoder p50 {ms([e for _, e in b2b]):.2f} ms)")
+              f"time p50 {ms([r - st['encode'] / 1000 for r, st in b2b]):.2f} ms (server-side encoder p50 "
+              f"{ms([st['encode'] / 1000 for _, st in b2b]):.2f} ms)")
+        parts = {k: statistics.median(st[k] for _, st in b2b) for k in ("encode", "predict", "decide", "total")}
+        print(f"    its Server-Timing p50 (ms): encode {parts['encode']:.2f}, predict {parts['predict']:.2f}, decide "
+              f"{parts['decide']:.2f}, total {parts['total']:.2f}; round trip beyond the server's total "
+              f"{ms([r - st['total'] / 1000 for r, st in b2b]):.2f}")
 
         load = texts[args.n:args.n + args.n_load]
         src = tmp / "load.jsonl"
