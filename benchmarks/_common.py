@@ -16,8 +16,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
+from mixllm_cli.core.encoder import Encoded, Encoder
 from mixllm_cli.embcache import encode_cached as cache_encode
-from mixllm_cli.encoder import Encoded, Encoder
 
 REF = 0  # the reference LLM of the quality and cost shares: gpt-4-1106-preview, first in models.yaml
 
@@ -55,10 +55,10 @@ class TrainStudy:
 def train_study() -> TrainStudy:
     """Load data/routerbench/train.jsonl and build the shipped recipe's features, folds and cost estimate."""
     from mixllm_cli.catalogue import load_catalogue
+    from mixllm_cli.core.features import build_features, fit_feature_spec
+    from mixllm_cli.core.heads import LENGTH
     from mixllm_cli.dataset import read_dataset
-    from mixllm_cli.features import build_features, fit_feature_spec
-    from mixllm_cli.predictors import LENGTH
-    from mixllm_cli.training import fold_ids, out_of_fold, outcome_table
+    from mixllm_cli.training.pipeline import fold_ids, out_of_fold, outcome_table
 
     cat = load_catalogue(ROOT / "models.yaml")
     t = outcome_table(read_dataset(ROOT / "data/routerbench/train.jsonl"), list(cat.ids))

@@ -7,8 +7,8 @@ import sys
 import time
 from dataclasses import fields, replace
 
-from mixllm_cli.router import Router
-from mixllm_cli.state import StateStore
+from mixllm_cli.routing.router import Router
+from mixllm_cli.state.sqlite import StateStore
 
 
 def one_row(preds, k):

@@ -72,7 +72,7 @@ def main() -> None:
     long = [few_shot_prompt(rng) for _ in range(args.n)]
 
     t0 = time.perf_counter()
-    from mixllm_cli.encoder import Encoder, _thread_count
+    from mixllm_cli.core.encoder import Encoder, _thread_count
 
     t1 = time.perf_counter()
     import numpy
@@ -86,7 +86,7 @@ def main() -> None:
     t4 = time.perf_counter()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"cpu_count={os.cpu_count()} intra_op_threads={_thread_count()} load_average={load}")
-    print(f"import mixllm_cli.encoder: {(t1 - t0) * 1e3:.1f} ms")
+    print(f"import mixllm_cli.core.encoder: {(t1 - t0) * 1e3:.1f} ms")
     print(f"import numpy+onnxruntime+tokenizers: {(t2 - t1) * 1e3:.0f} ms")
     print(f"Encoder.from_dir (checks + tokenizer load): {(t3 - t2) * 1e3:.0f} ms")
     print(f"ONNX session creation: {(t4 - t3) * 1e3:.0f} ms")
@@ -116,7 +116,7 @@ def main() -> None:
     # Padding: groups of texts as they arrive (unsorted, like a server's micro-batch), encoded with
     # the planned runs (`plan_batches`: cut where a new run costs less than padding) against fixed
     # runs of 32 after sorting by length (what encode did before).
-    import mixllm_cli.encoder as encoder_module
+    import mixllm_cli.core.encoder as encoder_module
 
     planned = encoder_module.plan_batches
     plans = [("fixed runs of 32", lambda lengths, cap: [(i, min(i + cap, len(lengths)))

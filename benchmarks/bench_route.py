@@ -80,7 +80,7 @@ def main() -> None:
     results["cold_route_s_min"] = round(min(c[0] for c in cold), 3)
     results["route_peak_rss_mb"] = round(max(c[1] for c in cold), 1)
 
-    from mixllm_cli.router import Router
+    from mixllm_cli.routing.router import Router
 
     t0 = time.perf_counter()
     router = Router.load(args.home)
@@ -96,8 +96,8 @@ def main() -> None:
     results["warm_route_ms_p95"] = round(lat[int(len(lat) * 0.95)], 2)
 
     # The waiting-time model and the SQLite round trip, per routed query (in process).
-    from mixllm_cli.latency import QueueState, service_time_s
-    from mixllm_cli.state import StateStore
+    from mixllm_cli.core.latency import QueueState, service_time_s
+    from mixllm_cli.state.sqlite import StateStore
 
     est = list(router.latency_defaults().values())
     queue = QueueState.empty(router.llm_ids, router.slots, 0.0)
@@ -139,7 +139,7 @@ def main() -> None:
         results["jsonl_command_s"] = round(dt, 2)
         results["jsonl_queries_per_s_whole_command"] = round(len(queries) / dt, 1)
         results["jsonl_peak_rss_mb"] = round(rss, 1)
-        from mixllm_cli.routing_stream import route_jsonl
+        from mixllm_cli.routing.jsonl import route_jsonl
 
         with open(os.devnull, "w") as sink:
             t = time.perf_counter()

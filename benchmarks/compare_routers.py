@@ -3,7 +3,7 @@
     python benchmarks/compare_routers.py [--write docs/out.md] [--plot-dir benchmarks/out]
 
 The same harness as `mixllm evaluate data/routerbench/test.jsonl --sweep --baselines-from
-data/routerbench/train.jsonl` (mixllm_cli.evaluation.sweep), run twice:
+data/routerbench/train.jsonl` (mixllm_cli.evaluation.replay.sweep), run twice:
 1. without waiting time (every answer counts);
 2. with the time constraint: the split replayed as a stream at 10 queries/s, τ = 30 s, each LLM
    serving `slots` calls at once with service times from the recorded response tokens; an answer
@@ -27,9 +27,9 @@ from pathlib import Path
 from _common import OUT, ROOT
 
 from mixllm_cli.dataset import read_dataset
-from mixllm_cli.evaluation import sweep
+from mixllm_cli.evaluation.replay import sweep
 from mixllm_cli.output import sweep_markdown
-from mixllm_cli.router import Router
+from mixllm_cli.routing.router import Router
 
 
 def main() -> None:
@@ -60,7 +60,7 @@ def main() -> None:
         lines += [f"### {title}", "", *sweep_markdown(r), "", f"mixllm presets (quality at cost): {presets}", ""]
         print("\n".join(lines[-(len(r['curves']) + 6):]), flush=True)
         if args.plot_dir:
-            from mixllm_cli.plot import sweep_plot
+            from mixllm_cli.evaluation.plot import sweep_plot
 
             sweep_plot(r, Path(args.plot_dir) / ("frontier.png" if rate is None else "frontier-stream.png"))
     lines.append(f"({len(test)} test queries, {len(router.llm_ids)} LLMs, baselines fitted on {len(train)} training "

@@ -33,12 +33,12 @@ sys.path.insert(0, str(ROOT))
 from _common import emit
 
 from mixllm_cli.catalogue import load_catalogue
+from mixllm_cli.core.encoder import Encoder
 from mixllm_cli.dataset import read_dataset
-from mixllm_cli.encoder import Encoder
-from mixllm_cli.feedback import Feedback, record_feedback
-from mixllm_cli.router import Router, WaitPolicy
-from mixllm_cli.state import StateStore
-from mixllm_cli.training import outcome_table, train_offline
+from mixllm_cli.learning.feedback import Feedback, record_feedback
+from mixllm_cli.routing.router import Router, WaitPolicy
+from mixllm_cli.state.sqlite import StateStore
+from mixllm_cli.training.pipeline import outcome_table, train_offline
 
 
 def test_quality(router, enc, table, preset, cap=0.25):
@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--ratios", default="0.8,0.5,0.3", help="offline shares to run (comma-separated)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the offline/online split")
     args = ap.parse_args()
-    from mixllm_cli import online
+    from mixllm_cli.learning import online
 
     for flag, const in (("refit_min", "REFIT_MIN"), ("refit_growth", "REFIT_GROWTH"), ("kappa_cap", "KAPPA_CAP")):
         if getattr(args, flag) is not None:

@@ -13,7 +13,7 @@ nothing is chosen here.
 1. Learning curve on test: heads fitted on 25/50/75/100% of data/routerbench/train.jsonl (three
    random subsets per fraction below 100%: mean and min–max), scored on the test split. The q@X%
    columns are the frontier helper's best point within the cap; "hull q@20%" is q@20% on the
-   convex hull of the swept points (mixllm_cli.frontier, the statistic docs/RESULTS.md reports);
+   convex hull of the swept points (mixllm_cli.evaluation.frontier, the statistic docs/RESULTS.md reports);
    the bootstrap SE (500 resamples of the test queries) is the noise of one q@20% measurement.
 2. The same on train out of fold (5 folds, seed 0): each fold's heads see a random fraction of
    the other four folds (skip with --no-oof).
@@ -36,12 +36,12 @@ from _common import ROOT, emit, encode_cached
 from compare_heads import frontier
 
 from mixllm_cli.catalogue import load_catalogue
+from mixllm_cli.core.decision import route_indices
+from mixllm_cli.core.features import build_features, fit_feature_spec
+from mixllm_cli.core.heads import LENGTH, QUALITY
 from mixllm_cli.dataset import read_dataset
-from mixllm_cli.decision import route_indices
-from mixllm_cli.features import build_features, fit_feature_spec
-from mixllm_cli.frontier import quality_at_cost
-from mixllm_cli.predictors import LENGTH, QUALITY
-from mixllm_cli.training import LAMBDA_GRID, LOGISTIC_C, fit_head, fold_ids, outcome_table
+from mixllm_cli.evaluation.frontier import quality_at_cost
+from mixllm_cli.training.pipeline import LAMBDA_GRID, LOGISTIC_C, fit_head, fold_ids, outcome_table
 
 CAPS = (0.10, 0.15, 0.20, 0.25)
 FRACTIONS = (0.25, 0.50, 0.75, 1.0)

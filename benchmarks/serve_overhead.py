@@ -87,9 +87,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     args = ap.parse_args()
 
-    from mixllm_cli.router import Router
-    from mixllm_cli.routing_stream import route_jsonl
-    from mixllm_cli.state import StateStore
+    from mixllm_cli.routing.jsonl import route_jsonl
+    from mixllm_cli.routing.router import Router
+    from mixllm_cli.state.sqlite import StateStore
 
     tmp = Path(tempfile.mkdtemp(prefix="mixllm-serve-overhead-"))
     port = 18451

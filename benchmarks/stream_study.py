@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 from _common import emit
 
 from mixllm_cli.dataset import read_dataset
-from mixllm_cli.evaluation import evaluate_stream, parse_rate
-from mixllm_cli.router import Router
+from mixllm_cli.evaluation.replay import evaluate_stream, parse_rate
+from mixllm_cli.routing.router import Router
 
 
 def main() -> None:

@@ -35,15 +35,15 @@ from _common import OUT, ROOT, encode_cached
 
 from mixllm_cli.artifacts import load_artifact_set
 from mixllm_cli.catalogue import load_catalogue
+from mixllm_cli.core.decision import route_indices
+from mixllm_cli.core.encoder import Encoder
+from mixllm_cli.core.features import build_features, fit_feature_spec
+from mixllm_cli.core.projection import fit_projection
+from mixllm_cli.core.tagging import TagSettings, fit_tag_pipeline
 from mixllm_cli.dataset import read_dataset
-from mixllm_cli.decision import route_indices
-from mixllm_cli.encoder import Encoder
-from mixllm_cli.features import build_features, fit_feature_spec
-from mixllm_cli.frontier import curve, lambda_grid
-from mixllm_cli.projection import fit_projection
-from mixllm_cli.router import Router
-from mixllm_cli.tags import TagSettings, fit_tag_pipeline
-from mixllm_cli.training import fold_ids, out_of_fold, outcome_table, train_offline
+from mixllm_cli.evaluation.frontier import curve, lambda_grid
+from mixllm_cli.routing.router import Router
+from mixllm_cli.training.pipeline import fold_ids, out_of_fold, outcome_table, train_offline
 
 TRAIN = ROOT / "data/routerbench/train.jsonl"
 TEST = ROOT / "data/routerbench/test.jsonl"

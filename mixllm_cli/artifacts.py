@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from .core.features import FeatureSpec
+from .core.heads import Head
+from .core.projection import Projection, transform_embeddings
 from .errors import ArtifactError
-from .features import FeatureSpec
-from .predictors import Head, load_head
-from .projection import Projection, transform_embeddings
-from .store import read_manifest, shipped_artifacts_dir, verified_path
+from .files import verified_path
+from .manifest import read_manifest
+from .paths import shipped_artifacts_dir
 
 
 def llm_file_stem(llm_id: str) -> str:
@@ -120,7 +122,7 @@ def load_artifact_set(set_dir: Path, llm_ids: list[str] | None = None) -> Artifa
     tag_model = None
     tags_meta = manifest.get("tags")
     if tags_meta:
-        from .tags import TagModel
+        from .core.tagging import TagModel
 
         try:
             path = verified_path(set_dir, tags_meta["file"], tags_meta["sha256"])
@@ -162,3 +164,41 @@ def load_artifact_set(set_dir: Path, llm_ids: list[str] | None = None) -> Artifa
         reference_llm=reference,
         tag_model=tag_model,
     )
+
+
+
+def save_head(head: Head, path: Path) -> None:
+    """Write one head with joblib, atomically (temp file, then rename)."""
+    import io
+
+    import joblib
+
+    from .files import atomic_write_bytes
+
+    buf = io.BytesIO()
+    joblib.dump(head, buf, compress=3)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# Heads pickled before the package was layered name their classes `mixllm_cli.predictors.*`
+# (the shipped set and homes trained then); the classes live in `core.heads` now.
+_PICKLED_HEAD_MODULES = ("mixllm_cli.predictors",)
+
+
+def load_head(path: Path) -> Head:
+    """Unpickle a head. Callers must have checked the file's sha256 against the manifest."""
+    import sys
+
+    import joblib
+
+    from .core import heads
+
+    for name in _PICKLED_HEAD_MODULES:
+        sys.modules.setdefault(name, heads)
+
+    head = joblib.load(path)
+    if not isinstance(head, Head):
+        from .errors import ArtifactError
+
+        raise ArtifactError(f"{path}: not a mixllm head (got {type(head).__name__})")
+    return head

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixllm_cli.errors import CatalogueError, UnknownLLMError, where
-from mixllm_cli.store import atomic_write_bytes
+from .errors import CatalogueError, UnknownLLMError, where
+from .files import atomic_write_bytes
 
 CATALOGUE_VERSION = 1
 

@@ -97,8 +97,8 @@ def train_offline_cmd(
     """
     from . import output
     from .catalogue import load_catalogue
-    from .store import catalogue_path, home_artifacts_dir, shipped_artifacts_dir
-    from .training import LENGTH_FAMILIES, QUALITY_FAMILIES, TAGS_DEFAULT, train_offline
+    from .paths import catalogue_path, home_artifacts_dir, shipped_artifacts_dir
+    from .training.pipeline import LENGTH_FAMILIES, QUALITY_FAMILIES, TAGS_DEFAULT, train_offline
 
     if quality_head not in QUALITY_FAMILIES:
         raise UsageError(f"--quality-head: unknown family '{quality_head}'; choose one of: {', '.join(QUALITY_FAMILIES)}")
@@ -126,7 +126,7 @@ def tags_cmd(
     Example: mixllm tags "Why does a plastic rod have a negative charge after being rubbed with fur?"
     """
     from . import output
-    from .tags import tag_query
+    from .routing.tags import tag_query
 
     report = tag_query(query, home)
     if as_json:
@@ -169,7 +169,7 @@ def route_cmd(
     Example: mixllm route "Write a haiku about rain" --budget low
     """
     from . import output
-    from .router import Router, WaitPolicy, check_query
+    from .routing.router import Router, WaitPolicy, check_query
     from .state import open_store
 
     if (query is None) == (jsonl is None):
@@ -178,7 +178,7 @@ def route_cmd(
     router = Router.load(home, catalogue, store=state)
     policy = WaitPolicy(tolerance_s=_tolerance(max_wait_s), strict=strict_wait)
     if jsonl is not None:
-        from .routing_stream import route_jsonl
+        from .routing.jsonl import route_jsonl
 
         route_jsonl(router, jsonl, budget, lam, strict=strict, batch_size=batch_size, state=state, policy=policy,
                     log_queries=log_queries)
@@ -236,8 +236,8 @@ def evaluate_cmd(
     """
     from . import output
     from .dataset import read_dataset
-    from .evaluation import evaluate, evaluate_stream, parse_rate
-    from .router import Router
+    from .evaluation.replay import evaluate, evaluate_stream, parse_rate
+    from .routing.router import Router
 
     rate_per_s = parse_rate(rate) if rate else None  # a usage error before any loading
     if not sweep and (baselines_from is not None or plot is not None):
@@ -245,7 +245,7 @@ def evaluate_cmd(
     router = Router.load(home, catalogue)
     records = read_dataset(data)
     if sweep:
-        from .evaluation import sweep as run_sweep
+        from .evaluation.replay import sweep as run_sweep
 
         train = read_dataset(baselines_from) if baselines_from is not None else None
         with _progress() as progress:
@@ -254,7 +254,7 @@ def evaluate_cmd(
                                tolerance_s=_tolerance(max_wait_s), penalty=not no_penalty,
                                progress=lambda name: progress(f"fitting {name}", 0, 1))
         if plot is not None:
-            from .plot import sweep_plot
+            from .evaluation.plot import sweep_plot
 
             sweep_plot(report, plot)
             output.note(f"plot written to {plot}")
@@ -309,7 +309,7 @@ def add_llm_cmd(
     Example: mixllm add-llm mistralai/mixtral-8x7b-chat --input-usd-per-mtok 0.6 --output-usd-per-mtok 0.6 --data outcomes.jsonl
     """
     from . import output
-    from .pool import add_llm, llm_from_options
+    from .training.pool import add_llm, llm_from_options
 
     llm = llm_from_options(llm_id, name, input_usd_per_mtok, output_usd_per_mtok, ttft_ms, output_tokens_per_s, slots)
     with _progress() as progress:
@@ -327,7 +327,7 @@ def remove_llm_cmd(
     Example: mixllm remove-llm claude-v1
     """
     from . import output
-    from .pool import remove_llm
+    from .training.pool import remove_llm
 
     output.json_line(remove_llm(llm_id, home=home))
 
@@ -339,7 +339,7 @@ def llms_cmd(as_json: JsonOpt = False, home: HomeOpt = None, catalogue: Catalogu
     Example: mixllm llms --json
     """
     from . import output
-    from .pool import list_llms
+    from .training.pool import list_llms
 
     rows = list_llms(home, catalogue)
     if as_json:
@@ -349,7 +349,7 @@ def llms_cmd(as_json: JsonOpt = False, home: HomeOpt = None, catalogue: Catalogu
 
 
 def _tolerance(max_wait_s: float | None) -> float:
-    from .decision import DEFAULT_TOLERANCE_S
+    from .core.decision import DEFAULT_TOLERANCE_S
 
     if max_wait_s is not None:
         return max_wait_s
@@ -396,17 +396,17 @@ def feedback_cmd(
     Example: mixllm feedback d3f9a0c1b2e4d5f6 --quality 0.8 --response-tokens 180 --latency-ms 2300
     """
     from . import output
-    from .feedback import parse_feedback, record_feedback
-    from .router import Router
+    from .learning.feedback import parse_feedback, record_feedback
+    from .paths import home_dir
+    from .routing.router import Router
     from .state import open_store
-    from .store import home_dir
 
     store = open_store(home)  # $MIXLLM_STORE, else <home>/state.sqlite3
     router = Router.load(home, catalogue, store=store)
     if rebuild:
         if decision_id or jsonl:
             raise UsageError("--rebuild: give no DECISION_ID and no --jsonl")
-        from .online import catch_up
+        from .learning.online import catch_up
 
         output.json_line(catch_up(home_dir(home), router.offline_artifacts, store, rebuild=True))
         return
@@ -422,8 +422,7 @@ def feedback_cmd(
         result.pop("where")
         output.json_line(result)
         return
-    from .dataset import iter_jsonl
-    from .routing_stream import open_source
+    from .dataset import iter_jsonl, open_source
 
     stream, name, close = open_source(jsonl)
     items = []
@@ -456,7 +455,7 @@ def stats_cmd(as_json: JsonOpt = False, home: HomeOpt = None) -> None:
 
     store = open_store(home)  # $MIXLLM_STORE, else <home>/state.sqlite3
     report = store.stats() if store.exists() else {"decisions": 0, "feedback": 0, "per_llm": {}}
-    from .router import Router
+    from .routing.router import Router
 
     try:
         online = Router.load(home, store=store).online
@@ -501,7 +500,7 @@ def serve_cmd(
     Example: mixllm serve --port 8080 --store postgresql://mixllm@127.0.0.1:5432/mixllm
     """
     from . import output
-    from .server import Service, serve  # a missing serve extra is one Error: line (see `run`)
+    from .serve.app import Service, serve  # a missing serve extra is one Error: line (see `run`)
 
     service = Service(home, catalogue, store, log_queries=log_queries, fallbacks=fallbacks,
                       cooldown_s=cooldown_s)  # fails fast: one Error: line

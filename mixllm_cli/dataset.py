@@ -18,14 +18,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, BinaryIO
 
-from mixllm_cli.errors import DataError, MixLLMError, where
-from mixllm_cli.store import atomic_write_bytes
+from .errors import DataError, MixLLMError, where
+from .files import atomic_write_bytes
 
 MAX_PROBLEMS = 20
 
@@ -375,3 +376,15 @@ def llm_ids(records: Iterable[Record]) -> tuple[str, ...]:
     for record in records:
         ids.update(record.outcomes)
     return tuple(sorted(ids))
+
+
+
+def open_source(source: str) -> tuple[BinaryIO, str, bool]:
+    """A JSONL source as a binary stream: a path, or '-' for stdin; also its name for errors and
+    whether the caller must close it."""
+    if source == "-":
+        return sys.stdin.buffer, "<stdin>", False
+    try:
+        return open(source, "rb"), source, True
+    except OSError as exc:
+        raise DataError(f"{source}: cannot open ({exc.strerror})") from None

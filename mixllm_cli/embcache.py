@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .encoder import Encoded
-from .features import pack_token_ids, unpack_token_ids
-from .store import atomic_write_bytes, home_dir
+from .core.encoder import Encoded
+from .core.features import pack_token_ids, unpack_token_ids
+from .files import atomic_write_bytes
+from .paths import home_dir
 
 CACHE_DIR = Path("cache") / "embeddings"
 

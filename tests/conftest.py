@@ -98,7 +98,7 @@ def _train_tiny(tiny_world, home, **kw):
     import os
 
     from mixllm_cli.catalogue import load_catalogue
-    from mixllm_cli.training import train_offline
+    from mixllm_cli.training.pipeline import train_offline
 
     old = os.environ.get("MIXLLM_DEFAULT_ARTIFACTS")
     os.environ["MIXLLM_DEFAULT_ARTIFACTS"] = str(tiny_world / "shipped")

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from mixllm_cli.baselines import (
+from mixllm_cli.errors import DataError
+from mixllm_cli.evaluation.baselines import (
     Cascade,
     KNNRouter,
     LinearBandit,
@@ -25,8 +26,7 @@ from mixllm_cli.baselines import (
     reference_llm,
     trade_picks,
 )
-from mixllm_cli.errors import DataError
-from mixllm_cli.frontier import aiq, curve, quality_at_cost
+from mixllm_cli.evaluation.frontier import aiq, curve, quality_at_cost
 
 PRICES = np.array([1e-4, 5e-4, 1e-2])  # cheap, mid, strong: USD per call
 
@@ -210,5 +210,5 @@ def test_bad_input_is_a_data_error(data):
 
 
 def test_importing_baselines_does_not_import_sklearn():
-    code = "import sys, mixllm_cli.baselines; sys.exit('sklearn' in sys.modules)"
+    code = "import sys, mixllm_cli.evaluation.baselines; sys.exit('sklearn' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=".", check=False).returncode == 0

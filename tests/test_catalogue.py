@@ -9,15 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mixllm_cli.catalogue import (
-    LLM,
-    Catalogue,
-    load_catalogue,
-    parse_catalogue,
-    save_catalogue,
-    with_llm,
-    without_llm,
-)
+from mixllm_cli.catalogue import LLM, Catalogue, load_catalogue, parse_catalogue, save_catalogue, with_llm, without_llm
 from mixllm_cli.errors import CatalogueError, UnknownLLMError
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models.yaml"

@@ -215,7 +215,7 @@ def test_failed_training_keeps_the_previous_set(tiny, cli, isolated_home, monkey
     code, _, _ = cli("train-offline", tiny / "train.jsonl", "--catalogue", tiny / "models.yaml")
     assert code == 0
     before = (isolated_home / "artifacts" / "manifest.json").read_bytes()
-    from mixllm_cli import training
+    from mixllm_cli.training import pipeline as training
 
     calls = {"n": 0}
     real = training.save_head
@@ -246,7 +246,7 @@ def test_help_is_instant_and_imports_nothing_heavy():
 
 
 def test_routing_never_imports_sklearn(trained, tiny_trained):
-    code = ("import sys; from mixllm_cli.router import Router; "
+    code = ("import sys; from mixllm_cli.routing.router import Router; "
             f"r = Router.load({str(tiny_trained)!r}, {str(trained / 'models.yaml')!r}); "
             f"r.route([{CODE_Q!r}], 'low'); "
             "assert 'sklearn' not in sys.modules")

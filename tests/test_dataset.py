@@ -9,15 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mixllm_cli.dataset import (
-    Outcome,
-    Record,
-    iter_jsonl,
-    llm_ids,
-    read_dataset,
-    record_from_dict,
-    write_dataset,
-)
+from mixllm_cli.dataset import Outcome, Record, iter_jsonl, llm_ids, read_dataset, record_from_dict, write_dataset
 from mixllm_cli.errors import DataError
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mixllm_cli import decision
+from mixllm_cli.core import decision
 from mixllm_cli.errors import UsageError
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mixllm_cli.core.encoder import Encoder
 from mixllm_cli.embcache import cache_key, encode_cached, encoder_identity
-from mixllm_cli.encoder import Encoder
 
 
 def test_hit_returns_what_the_encoder_returned_and_skips_it(tiny, tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tiny_encoder import VOCAB, make_tiny_encoder, tiny_table
 
-from mixllm_cli.encoder import Encoded, Encoder, plan_batches
+from mixllm_cli.core.encoder import Encoded, Encoder, plan_batches
 from mixllm_cli.errors import ArtifactError, UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -221,7 +221,7 @@ def test_tiny_encoder_is_deterministic(tmp_path: Path) -> None:
 
 def test_import_does_not_load_onnxruntime() -> None:
     code = (
-        "import mixllm_cli.encoder, sys; "
+        "import mixllm_cli.core.encoder, sys; "
         "assert 'onnxruntime' not in sys.modules; "
         "assert 'tokenizers' not in sys.modules; "
         "assert 'numpy' not in sys.modules"

@@ -74,7 +74,7 @@ def test_uncertainty_shrinks_with_feedback(trained_home, cli):
 
 
 def test_binary_feedback_trains_the_dynamic_feedback_network(trained_home, cli):
-    from mixllm_cli.router import Router
+    from mixllm_cli.routing.router import Router
 
     ds = route_ids(cli, CHAT[0], 40, "--lambda", "0")
     for k, d in enumerate(ds):  # mostly bad, some good: rewards vary, so κ > 0
@@ -136,7 +136,7 @@ def test_batch_feedback_one_result_per_line(trained_home, cli, tmp_path):
 
 
 def test_rebuild_reproduces_the_snapshot_and_a_crash_loses_nothing(trained_home, cli, monkeypatch):
-    from mixllm_cli import online
+    from mixllm_cli.learning import online
 
     ds = route_ids(cli, CODE[0], 6, "--lambda", "1000")
     for d in ds[:3]:
@@ -162,7 +162,7 @@ def test_rebuild_reproduces_the_snapshot_and_a_crash_loses_nothing(trained_home,
 def test_sherman_morrison_keeps_the_exact_inverse():
     from types import SimpleNamespace
 
-    from mixllm_cli.online import OnlineModel
+    from mixllm_cli.learning.online import OnlineModel
 
     rng = np.random.default_rng(0)
     d = 6
@@ -180,7 +180,7 @@ def test_sherman_morrison_keeps_the_exact_inverse():
 
 
 def test_policy_gradient_step_matches_finite_differences():
-    from mixllm_cli.online import DFNet
+    from mixllm_cli.learning.online import DFNet
 
     rng = np.random.default_rng(1)
     net = DFNet.fresh(["a", "b", "c"], 5, seed=2)
@@ -225,8 +225,8 @@ def test_updates_never_land_on_a_re_added_llms_new_heads(trained_home, cli, tmp_
     data.write_text(flipped.replace("Q", '"quality": 1.0'))  # different, still mixed: a linear head again
     assert cli(*add)[0] == 0
     from mixllm_cli.artifacts import load_artifact_set
-    from mixllm_cli.predictors import LinearHead
-    from mixllm_cli.router import Router
+    from mixllm_cli.core.heads import LinearHead
+    from mixllm_cli.routing.router import Router
 
     router = Router.load(trained_home)
     assert router.online is not None and isinstance(router.artifacts.heads["newbie"].quality, LinearHead)
@@ -253,7 +253,7 @@ def test_rebuild_over_an_existing_snapshot_does_not_count_events_twice(trained_h
 
 
 def test_refits_read_one_outcome_per_decision_the_latest_label(trained_home, cli):
-    from mixllm_cli.state import StateStore
+    from mixllm_cli.state.sqlite import StateStore
 
     (d,) = route_ids(cli, CODE[0], 1, "--lambda", "1000")
     assert cli("feedback", d["decision_id"], "--quality", "0.2", "--response-tokens", "50")[0] == 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mixllm_cli.errors import DataError
-from mixllm_cli.frontier import aiq, cost_to_reach, curve, lambda_grid, nondecreasing_hull, quality_at_cost
+from mixllm_cli.evaluation.frontier import aiq, cost_to_reach, curve, lambda_grid, nondecreasing_hull, quality_at_cost
 
 
 def test_lambda_grid_is_log_spaced_and_inclusive():

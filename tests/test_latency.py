@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mixllm_cli.latency import LatencyEstimate, QueueState, service_time_s, update_estimate, within_tolerance
+from mixllm_cli.core.latency import LatencyEstimate, QueueState, service_time_s, update_estimate, within_tolerance
 
 
 def test_service_time():

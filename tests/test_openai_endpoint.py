@@ -27,7 +27,7 @@ def mixllm_url(trained_home, upstream, monkeypatch):
     """The tiny catalogue with every LLM behind the fake provider, each with its own upstream model name."""
     from serving import serving
 
-    from mixllm_cli.server import Service, create_app
+    from mixllm_cli.serve.app import Service, create_app
 
     monkeypatch.setenv("FAKE_KEY", "sk-test-123")
     cat = yaml.safe_load((trained_home / "models.yaml").read_text())
@@ -51,7 +51,7 @@ def upstream_name(llm):
 
 
 def _store(home):
-    from mixllm_cli.state import StateStore
+    from mixllm_cli.state.sqlite import StateStore
 
     return StateStore.for_home(home)
 
@@ -130,7 +130,7 @@ def test_upstream_and_request_errors_are_openai_shaped(client, upstream, trained
 def test_only_llms_with_an_endpoint_are_chosen(trained_home, upstream, monkeypatch):
     from serving import serving
 
-    from mixllm_cli.server import Service, create_app
+    from mixllm_cli.serve.app import Service, create_app
 
     cat = yaml.safe_load((trained_home / "models.yaml").read_text())
     cat["llms"][1]["base_url"] = upstream[0] + "/v1"  # only vendor/small has one
@@ -145,7 +145,7 @@ def test_only_llms_with_an_endpoint_are_chosen(trained_home, upstream, monkeypat
 def test_an_upstream_failure_is_a_502_naming_the_llm_and_frees_the_slot(trained_home, upstream):
     from serving import serving
 
-    from mixllm_cli.server import Service, create_app
+    from mixllm_cli.serve.app import Service, create_app
 
     cat = yaml.safe_load((trained_home / "models.yaml").read_text())
     cat["llms"][1].update(base_url=upstream[0] + "/v1", upstream_model="broken")
@@ -163,7 +163,7 @@ def _serve_with(trained_home, upstream, models, **service_kw):
     """Serve the tiny catalogue with every LLM behind the fake provider under the given upstream model names."""
     from serving import serving
 
-    from mixllm_cli.server import Service, create_app
+    from mixllm_cli.serve.app import Service, create_app
 
     cat = yaml.safe_load((trained_home / "models.yaml").read_text())
     for entry in cat["llms"]:
@@ -174,7 +174,7 @@ def _serve_with(trained_home, upstream, models, **service_kw):
 
 def _ranking(home, query, budget):
     """The LLMs in the order the router prefers them for `query` (nothing queued)."""
-    from mixllm_cli.router import Router
+    from mixllm_cli.routing.router import Router
 
     (d,) = Router.load(home).route([query], budget)
     return [c.llm for c in sorted(d.candidates, key=lambda c: -c.score)]

@@ -61,7 +61,7 @@ def test_add_llm_trains_only_its_own_heads(pool_home, newbie_data, cli):
     assert changed == {"artifacts/manifest.json", "models.yaml", "artifacts/heads/newbie.quality.joblib",
                        "artifacts/heads/newbie.length.joblib", "artifacts/heads/newbie.ainv.npy",
                        "artifacts/heads/newbie.rows.npz"}  # the rows its online refits start from
-    from mixllm_cli.refit import load_training_rows
+    from mixllm_cli.training_rows import load_training_rows
 
     rows = load_training_rows(pool_home / "artifacts" / "heads" / "newbie.rows.npz")
     assert rows.llm_ids == ["newbie"] and rows.quality.shape == (80, 1)
@@ -121,7 +121,7 @@ def test_cold_llm_explores_a_capped_share(pool_home, cli):
     report = json.loads(out)
     assert report["status"] == "cold" and 0 < report["prior_quality"] <= 1
     assert llms(cli)["newbie"]["status"] == "cold"
-    from mixllm_cli.router import Router
+    from mixllm_cli.routing.router import Router
 
     router = Router.load()
     queries = [f"{w} number {i}" for i in range(300) for w in ("sum",)]
@@ -184,7 +184,7 @@ def test_remove_then_add_back(pool_home, newbie_data, cli):
 @pytest.mark.parametrize("fail_at", ["manifest", "catalogue"])
 def test_a_crash_between_steps_never_leaves_a_catalogue_naming_an_llm_without_heads(
         pool_home, newbie_data, cli, monkeypatch, fail_at):
-    from mixllm_cli import pool
+    from mixllm_cli.training import pool
 
     target = {"manifest": "_write_manifest", "catalogue": "save_catalogue"}[fail_at]
 
@@ -204,7 +204,7 @@ def test_a_crash_between_steps_never_leaves_a_catalogue_naming_an_llm_without_he
 
 
 def test_a_crash_during_remove_leaves_a_routable_pool(pool_home, cli, monkeypatch):
-    from mixllm_cli import pool
+    from mixllm_cli.training import pool
 
     with monkeypatch.context() as m, pytest.raises(Crash):
         m.setattr(pool, "_write_manifest", lambda *a: (_ for _ in ()).throw(Crash()))

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from mixllm_cli.predictors import LENGTH, QUALITY, ConstantHead, load_head, save_head
+from mixllm_cli.artifacts import load_head, save_head
+from mixllm_cli.core.heads import LENGTH, QUALITY, ConstantHead
 
 sklearn = pytest.importorskip("sklearn")
-from mixllm_cli.training import fit_head, fold_ids, out_of_fold
+from mixllm_cli.training.pipeline import fit_head, fold_ids, out_of_fold
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_save_and_load_round_trip(tmp_path, data):
 
 
 def test_a_head_bank_predicts_what_each_of_its_heads_does(data):
-    from mixllm_cli.predictors import HeadBank
+    from mixllm_cli.core.heads import HeadBank
 
     x, q, tokens = data
     heads = [fit_head("logistic", QUALITY, x, q), fit_head("ridge", LENGTH, x, tokens),
@@ -115,7 +116,7 @@ def test_a_head_bank_predicts_what_each_of_its_heads_does(data):
 def test_the_router_rebuilds_its_head_bank_when_a_head_is_replaced(trained_home):
     from dataclasses import replace
 
-    from mixllm_cli.router import Router
+    from mixllm_cli.routing.router import Router
 
     router = Router.load(trained_home)
     before = router.predict(["write a python function"])

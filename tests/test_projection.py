@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mixllm_cli.core.projection import Problem, Projection, fit_projection, initial_weight, loss_and_grad, losses
 from mixllm_cli.errors import ArtifactError
-from mixllm_cli.projection import Problem, Projection, fit_projection, initial_weight, loss_and_grad, losses
 
 
 def unit(x):

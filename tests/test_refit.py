@@ -7,15 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from mixllm_cli.refit import (
-    TrainingRows,
-    lbfgs,
-    load_training_rows,
-    logistic_objective,
-    refit_linear,
-    ridge_objective,
-    save_training_rows,
-)
+from mixllm_cli.core.optim import lbfgs, logistic_objective, refit_linear, ridge_objective
+from mixllm_cli.training_rows import TrainingRows, load_training_rows, save_training_rows
 
 
 def _data(n=300, d=20, seed=0):
@@ -107,7 +100,7 @@ def test_train_offline_ships_its_training_rows(tiny_trained):
 def test_a_refit_on_the_offline_rows_alone_gives_back_the_offline_head(tiny, tiny_trained):
     """The refit minimises the objective the offline fit minimised (float16 storage aside)."""
     from mixllm_cli.artifacts import load_artifact_set
-    from mixllm_cli.features import build_features
+    from mixllm_cli.core.features import build_features
 
     arts = load_artifact_set(tiny_trained / "artifacts")
     rows = load_training_rows(tiny_trained / "artifacts" / "training_rows.npz")

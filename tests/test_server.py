@@ -18,7 +18,7 @@ FLOOD = {"query": CODE[0], "lambda": 1000, "max_wait_s": 1000}
 def make_client(home, store_url=None):
     from fastapi.testclient import TestClient
 
-    from mixllm_cli.server import Service, create_app
+    from mixllm_cli.serve.app import Service, create_app
 
     return TestClient(create_app(Service(home, store_url=store_url)), raise_server_exceptions=False)
 
@@ -135,7 +135,7 @@ def test_feedback_has_the_cli_semantics(client, trained_home):
     assert res[1]["error"] == "items[1]: quality: must be in [0, 1] (got 2.0)"
     llms = {row["id"]: row for row in client.get("/v1/llms").json()}
     assert llms["big"]["latency_observations"] == 1  # the latency report freed the slot and taught the model
-    from mixllm_cli.state import StateStore
+    from mixllm_cli.state.sqlite import StateStore
 
     assert StateStore.for_home(trained_home).stats()["feedback"] == 2
 
@@ -278,8 +278,8 @@ def test_one_batch_with_several_waiting_policies_decides_each_like_alone(trained
     """Requests gathered into one encoder batch keep their own budget and waiting policy."""
     import asyncio
 
-    from mixllm_cli.router import Router, WaitPolicy
-    from mixllm_cli.server import Service, _Pending
+    from mixllm_cli.routing.router import Router, WaitPolicy
+    from mixllm_cli.serve.app import Service, _Pending
 
     service = Service(trained_home)
     try:

@@ -13,8 +13,8 @@ import pytest
 
 from mixllm_cli.artifacts import load_artifact_set
 from mixllm_cli.catalogue import load_catalogue
-from mixllm_cli.router import Router
-from mixllm_cli.store import REPO_ROOT, shipped_artifacts_dir
+from mixllm_cli.paths import REPO_ROOT, shipped_artifacts_dir
+from mixllm_cli.routing.router import Router
 
 GOLDEN_QUERY = "Write a python function to reverse a linked list."
 GOLDEN_CHOICE = "gpt-3.5-turbo-1106"
@@ -51,7 +51,7 @@ def test_golden_decision(router):
 def test_budget_buys_quality_on_real_test_queries(router):
     """On 120 held-out RouterBench queries, spending more buys predicted and real quality."""
     from mixllm_cli.dataset import read_dataset
-    from mixllm_cli.evaluation import evaluate
+    from mixllm_cli.evaluation.replay import evaluate
 
     recs = read_dataset(REPO_ROOT / "data/routerbench/test.jsonl")
     rng = np.random.default_rng(0)

@@ -107,8 +107,8 @@ def test_stream_evaluation_penalty_and_lateness(tiny, tiny_trained, cli, monkeyp
     # router spreads the load and loses far fewer answers.
     from mixllm_cli.catalogue import load_catalogue
     from mixllm_cli.dataset import read_dataset
-    from mixllm_cli.evaluation import evaluate_stream
-    from mixllm_cli.router import Router
+    from mixllm_cli.evaluation.replay import evaluate_stream
+    from mixllm_cli.routing.router import Router
 
     router = Router.load(tiny_trained, tiny / "models.yaml")
     records = read_dataset(tiny / "train.jsonl")

@@ -11,7 +11,7 @@ def test_parallel_first_opens_all_succeed(tmp_path):
     for trial in range(4):
         db = tmp_path / f"s{trial}.sqlite3"
         start = time.time() + 1.0  # every process opens at the same instant
-        code = (f"import time; from mixllm_cli.state import StateStore; s = StateStore({str(db)!r}); "
+        code = (f"import time; from mixllm_cli.state.sqlite import StateStore; s = StateStore({str(db)!r}); "
                 f"time.sleep(max(0.0, {start} - time.time())); "
                 "s.conn; print(s.conn.execute('PRAGMA user_version').fetchone()[0])")
         procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

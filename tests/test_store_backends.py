@@ -29,13 +29,13 @@ def store(store_url):
 
 @pytest.fixture
 def router(trained_home):
-    from mixllm_cli.router import Router
+    from mixllm_cli.routing.router import Router
 
     return Router.load(trained_home)
 
 
 def route(router, store, n=1, query=CODE[0], lam=1000.0):
-    from mixllm_cli.router import WaitPolicy
+    from mixllm_cli.routing.router import WaitPolicy
 
     preds = router.predict([query] * n)
     return router.decisions(preds, None, lam, queries=[query] * n, state=store, policy=WaitPolicy(1000.0))
@@ -109,7 +109,7 @@ def test_a_failed_transaction_writes_nothing(router, store):
 
 
 def _admission():
-    from mixllm_cli.state import Admission
+    from mixllm_cli.state.base import Admission
 
     return Admission(llm="mid", budget=None, lam=1.0, query_sha256="0" * 64, prompt_tokens=3,
                      predicted_response_tokens=10.0, predicted_cost_usd=1e-6)
@@ -129,8 +129,8 @@ def test_opening_is_idempotent_and_migrates_once(store_url):
 def test_online_learning_through_the_store_is_shared(trained_home, store):
     """Feedback recorded through one router is learned, and a router loaded afterwards on the same
     store (another replica, with PostgreSQL) serves the same learned state."""
-    from mixllm_cli.feedback import Feedback, record_feedback
-    from mixllm_cli.router import Router
+    from mixllm_cli.learning.feedback import Feedback, record_feedback
+    from mixllm_cli.routing.router import Router
 
     r1 = Router.load(trained_home, store=store)
     assert r1.online is None
@@ -151,9 +151,9 @@ def test_online_learning_through_the_store_is_shared(trained_home, store):
 
 WORKER = r"""
 import sys, time
-from mixllm_cli.router import Router
+from mixllm_cli.routing.router import Router
 from mixllm_cli.state import open_store
-from mixllm_cli.latency import LatencyEstimate
+from mixllm_cli.core.latency import LatencyEstimate
 home, url, seconds, tag = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 router = Router.load(home)
 store = open_store(url=url)
@@ -254,7 +254,7 @@ def test_an_older_sqlite_state_migrates_in_place(tmp_path):
     """A state written by the previous schema (version 2) gains the in-flight index and keeps its rows."""
     import sqlite3
 
-    from mixllm_cli.state import MIGRATIONS, StateStore
+    from mixllm_cli.state.sqlite import MIGRATIONS, StateStore
 
     path = tmp_path / "state.sqlite3"
     with sqlite3.connect(path) as db:

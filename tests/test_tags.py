@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from mixllm_cli import tags as T
+from mixllm_cli.core import tagging as T
 
 FEW_SHOT = (
     "Please answer with the letter of the correct answer.\n\n"
@@ -151,7 +151,7 @@ def test_train_offline_with_tags_ships_a_verified_projection(tags_home):
     entry = manifest["tags"]
     path = tags_home / "artifacts" / entry["file"]
     assert entry["file"] == "projection.npz" and path.is_file()
-    from mixllm_cli.store import sha256_file
+    from mixllm_cli.files import sha256_file
 
     assert entry["sha256"] == sha256_file(path)
     assert entry["k"] >= 1 and entry["k_criterion"] and entry["seconds"]["total"] >= 0
@@ -165,7 +165,7 @@ def test_no_tags_writes_no_projection(trained_home):
 
 
 def test_routing_applies_the_projection(tiny, tags_home, tiny_trained):
-    from mixllm_cli.router import Router
+    from mixllm_cli.routing.router import Router
 
     with_tags = Router.load(tags_home, tiny / "models.yaml")
     general = Router.load(tiny_trained, tiny / "models.yaml")
@@ -256,7 +256,7 @@ def test_routing_with_tags_never_imports_sklearn(tiny, tiny_trained_tags):
     import subprocess
     import sys
 
-    code = ("import sys; from mixllm_cli.router import Router; "
+    code = ("import sys; from mixllm_cli.routing.router import Router; "
             f"r = Router.load({str(tiny_trained_tags)!r}, {str(tiny / 'models.yaml')!r}); "
             f"r.route([{CODE_Q!r}], 'low'); "
             "assert r.artifacts.projection is not None and 'sklearn' not in sys.modules")
@@ -268,9 +268,9 @@ def test_add_llm_to_a_tags_set_uses_its_projection(tags_home, cli, tmp_path):
     from conftest import CODE
 
     from mixllm_cli.artifacts import load_artifact_set
-    from mixllm_cli.encoder import Encoder
-    from mixllm_cli.refit import load_training_rows
-    from mixllm_cli.training import a_inverse
+    from mixllm_cli.core.encoder import Encoder
+    from mixllm_cli.training.pipeline import a_inverse
+    from mixllm_cli.training_rows import load_training_rows
 
     data = tmp_path / "newbie.jsonl"
     out = {"quality": 1.0, "prompt_tokens": 8, "response_tokens": 50, "cost_usd": 0.0001}

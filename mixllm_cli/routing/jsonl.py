@@ -8,22 +8,11 @@ pipeline sees output as each batch completes. A bad line yields an error object 
 from __future__ import annotations
 
 import sys
-from typing import Any, BinaryIO, TextIO
+from typing import Any, TextIO
 
-from .errors import DataError, MixLLMError
-from .output import json_line
+from ..errors import DataError, MixLLMError
+from ..output import json_line
 from .router import Router, check_query
-
-
-def open_source(source: str) -> tuple[BinaryIO, str, bool]:
-    """A JSONL source as a binary stream: a path, or '-' for stdin; also its name for errors and
-    whether the caller must close it."""
-    if source == "-":
-        return sys.stdin.buffer, "<stdin>", False
-    try:
-        return open(source, "rb"), source, True
-    except OSError as exc:
-        raise DataError(f"{source}: cannot open ({exc.strerror})") from None
 
 
 def _parse_line(router: Router, obj: Any, where: str, default: tuple[str | None, float]) -> tuple[str | None, str, str | None, float]:
@@ -58,7 +47,7 @@ def route_jsonl(router: Router, source: str, budget: str | None, lam: float | No
 
     With a state store, each batch is admitted to the queue in one transaction, in line order.
     """
-    from .dataset import iter_jsonl
+    from ..dataset import iter_jsonl, open_source
 
     out = out or sys.stdout
     default = router.resolve_budget(budget, lam)

@@ -10,7 +10,6 @@ artifact manifest holds its sha256, checked before `joblib.load` (a joblib file 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -169,26 +168,3 @@ class ForestHead(Head):
         return self.value[node].mean(axis=1)
 
 
-def save_head(head: Head, path: Path) -> None:
-    """Write one head with joblib, atomically (temp file, then rename)."""
-    import io
-
-    import joblib
-
-    from .store import atomic_write_bytes
-
-    buf = io.BytesIO()
-    joblib.dump(head, buf, compress=3)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_head(path: Path) -> Head:
-    """Unpickle a head. Callers must have checked the file's sha256 against the manifest."""
-    import joblib
-
-    head = joblib.load(path)
-    if not isinstance(head, Head):
-        from .errors import ArtifactError
-
-        raise ArtifactError(f"{path}: not a mixllm head (got {type(head).__name__})")
-    return head

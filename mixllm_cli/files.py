@@ -13,65 +13,12 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from .errors import ArtifactError
-
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = 1
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def shipped_artifacts_dir() -> Path:
-    """The read-only default artifact set (`MIXLLM_DEFAULT_ARTIFACTS` overrides it, for tests)."""
-    env = os.environ.get("MIXLLM_DEFAULT_ARTIFACTS")
-    return Path(env) if env else REPO_ROOT / "artifacts"
-
-
-def shipped_catalogue_path() -> Path:
-    """The read-only default catalogue (`MIXLLM_DEFAULT_CATALOGUE` overrides it, for tests)."""
-    env = os.environ.get("MIXLLM_DEFAULT_CATALOGUE")
-    return Path(env) if env else REPO_ROOT / "models.yaml"
-
-
-def catalogue_path(home: Path | str | None = None, explicit: Path | str | None = None) -> Path:
-    """The catalogue to use: `--catalogue`, else the user's `<home>/models.yaml`, else the shipped one."""
-    if explicit:
-        return Path(explicit)
-    user = home_dir(home) / "models.yaml"
-    return user if user.is_file() else shipped_catalogue_path()
-
-
-def home_dir(home: Path | str | None = None) -> Path:
-    """Resolve the user's home for mixllm: `--home`, `MIXLLM_HOME`, or the platform data dir."""
-    if home:
-        return Path(home).expanduser()
-    env = os.environ.get("MIXLLM_HOME")
-    if env:
-        return Path(env).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
-    return base / "mixllm"
-
-
-def home_artifacts_dir(home: Path | str | None = None) -> Path:
-    return home_dir(home) / "artifacts"
-
-
-def active_artifacts_dir(home: Path | str | None = None) -> Path:
-    """The user's trained set when it exists, else the shipped default."""
-    mine = home_artifacts_dir(home)
-    recover_published(mine)
-    if (mine / MANIFEST).is_file():
-        return mine
-    return shipped_artifacts_dir()
+from .manifest import MANIFEST
 
 
 def sha256_file(path: Path) -> str:
@@ -121,22 +68,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def dump_json(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
-
-
-def read_manifest(set_dir: Path) -> dict[str, Any]:
-    path = set_dir / MANIFEST
-    try:
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise ArtifactError(
-            f"{path}: no artifact manifest; run `mixllm train-offline DATA.jsonl` "
-            "or reinstall to restore the shipped default"
-        ) from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: corrupt manifest ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-        raise ArtifactError(f"{path}: unsupported manifest format (want {MANIFEST_FORMAT})")
-    return data
 
 
 def verified_path(set_dir: Path, rel: str, expected_sha256: str) -> Path:

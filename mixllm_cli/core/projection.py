@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ArtifactError, DataError
+from ..errors import ArtifactError, DataError
 
 FORMS = ("residual", "linear")
 
@@ -207,7 +207,7 @@ def fit_projection(
     Deterministic (no randomness). Returns the projection and a report: the losses before and
     after, the iterations run.
     """
-    from .refit import lbfgs
+    from .optim import lbfgs
 
     e = np.asarray(embeddings, dtype=np.float64)
     y = np.asarray(domains, dtype=np.int64)

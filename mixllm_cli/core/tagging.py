@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ArtifactError, DataError
+from ..errors import ArtifactError, DataError
 from .projection import Projection, fit_projection
 
 MAX_NGRAM = 3
@@ -406,16 +406,3 @@ def describe(query: str, query_emb: np.ndarray, embed: Embed, model: TagModel | 
     return out
 
 
-def tag_query(query: str, home: Any = None) -> dict[str, Any]:
-    """`mixllm tags`: derive a query's tags and find its domain with the active artifact set."""
-    from .artifacts import load_artifact_set
-    from .encoder import Encoder
-    from .router import check_query
-    from .store import active_artifacts_dir
-
-    text = check_query(query)
-    arts = load_artifact_set(active_artifacts_dir(home), llm_ids=[])
-    encoder = Encoder.from_dir(arts.encoder_dir)
-    out = describe(text, encoder.encode([text]).embeddings[0], lambda t: encoder.encode(t).embeddings, arts.tag_model)
-    out["artifacts"] = str(arts.path)
-    return out

@@ -26,8 +26,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import MixLLMError
-from .state import StoreBase
+from ..errors import MixLLMError
+from .base import StoreBase
 
 QUEUE_LOCK = 0x6D69786C6C6D  # "mixllm": the one write lock (advisory, transaction-scoped)
 MIGRATE_LOCK = QUEUE_LOCK + 1

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
-from .training import outcome_table
+from ..errors import DataError
+from ..training.pipeline import outcome_table
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def evaluate(router: Any, records: Sequence[Any], lambdas: dict[str, float] | No
 
 def parse_rate(text: str) -> float:
     """'10/s', '10', '600/min' → queries per second."""
-    from .errors import UsageError
+    from ..errors import UsageError
 
     raw = text.strip().lower()
     unit = 1.0
@@ -132,7 +132,7 @@ def simulate(choose: Any, arrivals: np.ndarray, quality: np.ndarray, cost: np.nd
     Service times come from the recorded response tokens; a query that waits longer than the
     tolerance scores quality 0 (its cost is still paid: the call was placed).
     """
-    from .latency import QueueState, service_time_s
+    from ..core.latency import QueueState, service_time_s
 
     queue = QueueState.empty(tuple(llm_ids), list(slots), 0.0)
     n = len(arrivals)
@@ -158,7 +158,7 @@ def evaluate_stream(router: Any, records: Sequence[Any], *, rate_per_s: float | 
     """The router at each budget and the baselines, replayed as a stream under a waiting tolerance."""
     from dataclasses import replace
 
-    from .router import WaitPolicy
+    from ..routing.router import WaitPolicy
 
     llm_ids = list(router.llm_ids)
     table = outcome_table(records, llm_ids)
@@ -216,12 +216,12 @@ def sweep(router: Any, records: Sequence[Any], *, n_lambdas: int = 50, train_rec
     """
     from dataclasses import replace
 
-    from . import baselines as bl
+    from ..evaluation import baselines as bl
+    from ..routing.router import WaitPolicy
     from .frontier import curve, lambda_grid
-    from .router import WaitPolicy
 
     if n_lambdas < 2:
-        from .errors import UsageError
+        from ..errors import UsageError
 
         raise UsageError(f"--lambdas: need at least 2 values (got {n_lambdas})")
     llm_ids = list(router.llm_ids)
@@ -267,7 +267,7 @@ def sweep(router: Any, records: Sequence[Any], *, n_lambdas: int = 50, train_rec
     curves = [curve(label, bl.outcome_points(mixllm, quality, cost, ref))]
     if train_records is not None:
         train = outcome_table(train_records, llm_ids)
-        from .features import build_features
+        from ..core.features import build_features
 
         tr_preds = router.predict(train.queries, cache)
         x_tr = build_features(tr_preds.embeddings, tr_preds.token_ids, router.artifacts.features)

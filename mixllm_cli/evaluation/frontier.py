@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 DEFAULT_SHARES = (0.10, 0.15, 0.20, 0.25, 0.50)
 DEFAULT_TARGETS = (0.90, 0.95, 1.00)

@@ -17,14 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .artifacts import llm_file_stem
-from .decision import route_indices
-from .errors import DataError
-from .features import build_features, fit_feature_spec
-from .predictors import LENGTH, QUALITY, ConstantHead, ForestHead, Head, KNNHead, LinearHead, MLPHead, save_head
-from .refit import TrainingRows, save_training_rows
-from .store import MANIFEST, MANIFEST_FORMAT, atomic_write_bytes, dump_json, publish_dir, sha256_file, staging_dir
+from .. import __version__
+from ..artifacts import llm_file_stem, save_head
+from ..core.decision import route_indices
+from ..core.features import build_features, fit_feature_spec
+from ..core.heads import LENGTH, QUALITY, ConstantHead, ForestHead, Head, KNNHead, LinearHead, MLPHead
+from ..errors import DataError
+from ..files import atomic_write_bytes, dump_json, publish_dir, sha256_file, staging_dir
+from ..manifest import MANIFEST, MANIFEST_FORMAT
+from ..training_rows import TrainingRows, save_training_rows
 
 QUALITY_FAMILIES = ("logistic", "rf", "mlp", "knn")
 LENGTH_FAMILIES = ("ridge", "rf", "mlp", "knn")
@@ -252,8 +253,8 @@ def train_offline(
     `cache` is an embedding-cache folder (embcache) or None. With `tags`, the tag pipeline (tags.py)
     trains a projection of the encoder's embedding that every head reads (`tag_settings`: a
     tags.TagSettings, default the validated one)."""
-    from .dataset import read_dataset
-    from .encoder import Encoder
+    from ..core.encoder import Encoder
+    from ..dataset import read_dataset
 
     started = time.perf_counter()
     families = {**DEFAULT_FAMILIES, **(families or {})}
@@ -263,7 +264,7 @@ def train_offline(
         raise DataError(f"{data_path}: no outcomes for any LLM of the catalogue ({', '.join(catalogue.ids)})")
     table = outcome_table(records, llm_ids)
 
-    from .embcache import encode_cached
+    from ..embcache import encode_cached
 
     encoder = Encoder.from_dir(encoder_dir)
     enc, _ = encode_cached(lambda texts: encode_with_progress(encoder, texts, progress), Path(encoder_dir),
@@ -271,7 +272,7 @@ def train_offline(
     tag_run = None
     emb = enc.embeddings
     if tags:
-        from .tags import fit_tag_pipeline
+        from ..core.tagging import fit_tag_pipeline
 
         progress("tags", 0, 1)
         tag_run = fit_tag_pipeline(table.queries, enc.embeddings, lambda texts: encoder.encode(texts).embeddings,
@@ -384,7 +385,7 @@ def train_offline(
 
 def encode_with_progress(encoder: Any, texts: list[str], progress: Progress, chunk: int = 256) -> Any:
     """Encode in chunks so a progress bar can move; returns one merged `Encoded`."""
-    from .encoder import Encoded
+    from ..core.encoder import Encoded
 
     parts = []
     for start in range(0, len(texts), chunk):

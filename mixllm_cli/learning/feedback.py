@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import FeedbackError, MixLLMError
+from ..errors import FeedbackError, MixLLMError
 
 FIELDS = ("id", "quality", "good", "response_tokens", "latency_ms", "ttft_ms", "cost_usd")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 
 # α and β as reported for the paper; γ and ξ are ours (the paper does not give them): with
 # γ = 0.2/s and ξ = 0.5, an LLM whose wait is half the tolerance pays β (0.1), one at the

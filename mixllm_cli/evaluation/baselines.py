@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 from .frontier import DEFAULT_COST_RANGE, DEFAULT_SHARES, DEFAULT_TARGETS, Curve, curve, lambda_grid
 
 CHEAP_SHARE = 0.10  # the threshold router's weak LLM costs at most this share of the strong one's mean cost
@@ -224,8 +224,8 @@ class Oracle(Baseline):
 
 def _fit_quality_heads(family: str, x: np.ndarray, q: np.ndarray, seed: int) -> list[Any]:
     """One mixllm quality head per LLM, fitted on the rows where its quality is known."""
-    from .predictors import QUALITY
-    from .training import fit_head
+    from ..core.heads import QUALITY
+    from ..training.pipeline import fit_head
 
     heads = []
     for j in range(q.shape[1]):
@@ -370,8 +370,8 @@ class ThresholdRouter(Baseline):
         self.seed = seed
 
     def fit(self, x: np.ndarray, quality: np.ndarray, cost_usd: np.ndarray) -> ThresholdRouter:
-        from .predictors import QUALITY
-        from .training import fit_head
+        from ..core.heads import QUALITY
+        from ..training.pipeline import fit_head
 
         q, _ = self._fit_stats(x, quality, cost_usd)
         self.strong = int(np.argmax(self.mean_quality))

@@ -56,9 +56,9 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .errors import DataError, FeedbackError, MixLLMError, UsageError
-from .router import MAX_QUERY_CHARS, Router, WaitPolicy, check_query
-from .upstream import DEFAULT_COOLDOWN_S, DEFAULT_FALLBACKS, UpstreamError
+from ..errors import DataError, FeedbackError, MixLLMError, UsageError
+from ..routing.router import MAX_QUERY_CHARS, Router, WaitPolicy, check_query
+from ..upstream import DEFAULT_COOLDOWN_S, DEFAULT_FALLBACKS, UpstreamError
 
 
 class JSONResponse(_StdJSONResponse):
@@ -192,9 +192,9 @@ class Service:
                  cooldown_s: float = DEFAULT_COOLDOWN_S):
         import os
 
-        from .encoder import SPIN_ENV
-        from .state import open_store
-        from .store import home_dir
+        from ..core.encoder import SPIN_ENV
+        from ..paths import home_dir
+        from ..state import open_store
 
         # A server's encoder threads must not busy-wait between batches: on a shared 2-core box
         # spinning made one query's encoding ~4x slower (docs/SERVE.md). An explicit setting wins.
@@ -240,7 +240,7 @@ class Service:
         """The store of executor `name` (or `route`, the event loop's), opened in the thread that uses it
         (SQLite connections stay in their thread)."""
         if name not in self._stores:
-            from .state import open_store
+            from ..state import open_store
 
             self._stores[name] = open_store(self.home, self.store_url)
         return self._stores[name]
@@ -349,7 +349,7 @@ class Service:
             self._cooling[llm] = time.monotonic() + self.cooldown_s
 
     def _file_key(self) -> int | None:
-        from .online import SNAPSHOT
+        from ..learning.online import SNAPSHOT
 
         path = self.home / SNAPSHOT
         return path.stat().st_mtime_ns if path.is_file() else None
@@ -363,7 +363,7 @@ class Service:
         key = store.snapshot_seq() if self.shares_snapshot else self._file_key()
         if key == self._online_key:
             return
-        from .online import load_snapshot
+        from ..learning.online import load_snapshot
 
         model = load_snapshot(self.home, self.router.offline_artifacts, store)
         if model is not None:
@@ -380,7 +380,7 @@ class Service:
     # -------------------------------------------------------------- feedback
 
     def _record(self, items: list[tuple[str, Any]]) -> list[dict[str, Any]]:
-        from .feedback import record_feedback
+        from ..learning.feedback import record_feedback
 
         results = record_feedback(self.router, self._store("feedback"), items, self.home, apply=False)
         for r in results:
@@ -400,7 +400,7 @@ class Service:
         self._learn_queued = True
 
         def learn() -> None:
-            from .online import catch_up
+            from ..learning.online import catch_up
 
             # At most one pass per LEARN_INTERVAL_S: under load, feedback folds in micro-batches
             # instead of re-reading and re-writing the snapshot for every event.
@@ -539,7 +539,7 @@ class _BodyLimit:
 
 
 def create_app(service: Service) -> FastAPI:
-    from . import __version__
+    from .. import __version__
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
@@ -613,7 +613,7 @@ def create_app(service: Service) -> FastAPI:
 
     @app.post("/v1/feedback", summary="Tell mixllm how routed calls went (`mixllm feedback`); idempotent")
     async def feedback(body: FeedbackItem | FeedbackBatch) -> JSONResponse:
-        from .feedback import parse_feedback
+        from ..learning.feedback import parse_feedback
 
         batch = isinstance(body, FeedbackBatch)
         raw = body.items if batch else [body]
@@ -639,7 +639,7 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/v1/llms", summary="The pool (`mixllm llms --json`), with the shared queue's calls in flight")
     async def llms() -> JSONResponse:
-        from .pool import list_llms
+        from ..training.pool import list_llms
 
         rows = await service.run("read", lambda: list_llms(service.home, service.catalogue_file,
                                                            store=service._store("read")))
@@ -666,7 +666,7 @@ def create_app(service: Service) -> FastAPI:
 
     @app.post("/v1/chat/completions", summary="OpenAI-compatible: mixllm picks the LLM and forwards the call")
     async def chat(body: ChatRequest) -> Response:
-        from .upstream import last_user_text, parse_model
+        from ..upstream import last_user_text, parse_model
 
         try:
             budget = parse_model(body.model, tuple(service.router.artifacts.presets))
@@ -715,8 +715,8 @@ async def _forward(service: Service, body: ChatRequest, decision: Any,
     `failed` lists the attempts before this one (reported with the answer)."""
     import httpx
 
-    from .feedback import Feedback
-    from .upstream import call_cost_usd, upstream_call, usage_tokens, worth_another_llm
+    from ..learning.feedback import Feedback
+    from ..upstream import call_cost_usd, upstream_call, usage_tokens, worth_another_llm
 
     llm = service.router.catalogue.get(decision.choice)
     info = {"llm": llm.id, "decision_id": decision.decision_id, "budget": decision.budget,

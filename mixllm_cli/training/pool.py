@@ -28,22 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import llm_file_stem
-from .catalogue import LLM, Catalogue, load_catalogue, save_catalogue, with_llm, without_llm
-from .errors import DataError, UsageError
-from .store import (
-    MANIFEST,
-    atomic_write_bytes,
-    catalogue_path,
-    dump_json,
-    home_artifacts_dir,
-    home_dir,
-    publish_dir,
-    read_manifest,
-    sha256_file,
-    shipped_artifacts_dir,
-    staging_dir,
-)
+from ..artifacts import llm_file_stem
+from ..catalogue import LLM, Catalogue, load_catalogue, save_catalogue, with_llm, without_llm
+from ..errors import DataError, UsageError
+from ..files import atomic_write_bytes, dump_json, publish_dir, sha256_file, staging_dir
+from ..manifest import MANIFEST, read_manifest
+from ..paths import catalogue_path, home_artifacts_dir, home_dir, shipped_artifacts_dir
 
 DEFAULT_EXPLORE_SHARE = 0.05
 Progress = Callable[[str, int, int], None]
@@ -125,7 +115,7 @@ def add_llm(
     if fitted is not None:
         entry = {}
         stem = llm_file_stem(llm.id)
-        from .predictors import save_head
+        from ..artifacts import save_head
 
         for kind, head, mean in (("quality", fitted["quality"], fitted["mean_quality"]),
                                  ("length", fitted["length"], fitted["mean_length"])):
@@ -136,7 +126,7 @@ def add_llm(
         rel = f"heads/{stem}.ainv.npy"
         _save_npy(set_dir / rel, fitted["ainv"])
         entry["ainv"] = {"file": rel, "sha256": sha256_file(set_dir / rel), "n_train": fitted["n_rows"]}
-        from .refit import save_training_rows
+        from ..training_rows import save_training_rows
 
         rel = f"heads/{stem}.rows.npz"  # what online refits of this LLM start from
         save_training_rows(set_dir / rel, fitted["rows"])
@@ -174,13 +164,13 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 def _fit_new_llm(llm: LLM, data: Path, home: Path | str | None, progress: Progress | None,
                  report: dict[str, Any]) -> dict[str, Any]:
     """Encode the queries that have an outcome for `llm` and fit its two heads and A⁻¹."""
-    from .artifacts import load_artifact_set
-    from .dataset import read_dataset
-    from .encoder import Encoder
-    from .features import build_features
-    from .refit import TrainingRows
-    from .store import active_artifacts_dir
-    from .training import a_inverse, encode_with_progress, fit_head, outcome_table
+    from ..artifacts import load_artifact_set
+    from ..core.encoder import Encoder
+    from ..core.features import build_features
+    from ..dataset import read_dataset
+    from ..paths import active_artifacts_dir
+    from ..training_rows import TrainingRows
+    from .pipeline import a_inverse, encode_with_progress, fit_head, outcome_table
 
     records = [r for r in read_dataset(data) if r.outcomes.get(llm.id) is not None]
     if not records:
@@ -190,7 +180,7 @@ def _fit_new_llm(llm: LLM, data: Path, home: Path | str | None, progress: Progre
     families = base.manifest.get("families", {"quality": "logistic", "length": "ridge"})
 
     t0 = time.perf_counter()
-    from .embcache import cache_dir, encode_cached
+    from ..embcache import cache_dir, encode_cached
 
     encoder = Encoder.from_dir(base.encoder_dir)
     enc, _ = encode_cached(lambda texts: encode_with_progress(encoder, texts, progress or (lambda *_: None)),
@@ -253,8 +243,8 @@ def remove_llm(llm_id: str, *, home: Path | str | None = None) -> dict[str, Any]
 def list_llms(home: Path | str | None = None, catalogue_file: Path | str | None = None,
               store: Any = None) -> list[dict[str, Any]]:
     """The pool: each catalogue LLM with its prices, latency figures and training status."""
-    from .state import open_store
-    from .store import active_artifacts_dir
+    from ..paths import active_artifacts_dir
+    from ..state import open_store
 
     catalogue = load_catalogue(catalogue_path(home, catalogue_file))
     set_dir = active_artifacts_dir(home)

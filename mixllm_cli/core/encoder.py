@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mixllm_cli.errors import ArtifactError, UsageError
+from ..errors import ArtifactError, UsageError
 
 if TYPE_CHECKING:
     import numpy as np

@@ -48,9 +48,9 @@ from typing import Any
 
 import numpy as np
 
-from .predictors import LinearHead
-from .store import atomic_write_bytes
-from .training import LOGISTIC_C, MIN_OUTCOMES, RIDGE_ALPHA
+from ..core.heads import LinearHead
+from ..files import atomic_write_bytes
+from ..training.pipeline import LOGISTIC_C, MIN_OUTCOMES, RIDGE_ALPHA
 
 SNAPSHOT = Path("online") / "snapshot.npz"
 REFIT_MIN = 32
@@ -220,8 +220,8 @@ class OnlineModel:
 
     def refit_heads(self, llm: str, artifacts: Any, store: Any, offline: OfflineRows) -> None:
         """Refit the LLM's linear heads on its offline rows plus every outcome logged for it."""
-        from .features import build_features
-        from .refit import refit_linear
+        from ..core.features import build_features
+        from ..core.optim import refit_linear
 
         r = self.refit[llm]
         logged = store.outcomes_for(llm, r["after_seq"])
@@ -343,9 +343,9 @@ class OfflineRows:
 
     def for_llm(self, llm: str, artifacts: Any) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         """(features, quality, response tokens) of the LLM's offline rows; (None, [], []) without any."""
-        from .features import build_features
-        from .refit import load_training_rows
-        from .store import verified_path
+        from ..core.features import build_features
+        from ..files import verified_path
+        from ..training_rows import load_training_rows
 
         manifest = artifacts.manifest
         entry = manifest.get("heads", {}).get(llm, {}).get("rows")

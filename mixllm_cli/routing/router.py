@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from . import decision
-from .artifacts import ArtifactSet, Preset, load_artifact_set
-from .errors import ArtifactError, DataError, UsageError
-from .features import build_features
-from .latency import LatencyEstimate
-from .predictors import HeadBank
-from .store import active_artifacts_dir, home_dir
-from .store import catalogue_path as store_catalogue_path
+from ..artifacts import ArtifactSet, Preset, load_artifact_set
+from ..core import decision
+from ..core.features import build_features
+from ..core.heads import HeadBank
+from ..core.latency import LatencyEstimate
+from ..errors import ArtifactError, DataError, UsageError
+from ..paths import active_artifacts_dir, home_dir
+from ..paths import catalogue_path as store_catalogue_path
 
 MAX_QUERY_CHARS = 100_000  # ~25k tokens; far beyond what the heads were trained on
 BUDGETS = ("very-low", "low", "medium", "high")
@@ -157,12 +157,12 @@ class Router:
     def load(cls, home: Path | str | None = None, catalogue_path: Path | str | None = None, *,
              store: Any = None) -> Router:
         """Load the catalogue and artifact set, with the online snapshot (the store's when it shares one)."""
-        from .catalogue import load_catalogue
+        from ..catalogue import load_catalogue
 
         catalogue = load_catalogue(store_catalogue_path(home, catalogue_path))
         artifacts = load_artifact_set(active_artifacts_dir(home), list(catalogue.ids))
         router = cls(artifacts, catalogue)
-        from .online import load_snapshot
+        from ..learning.online import load_snapshot
 
         snapshot = load_snapshot(home_dir(home), artifacts, store)
         if snapshot is not None:
@@ -184,7 +184,7 @@ class Router:
     @property
     def encoder(self):
         if self._encoder is None:
-            from .encoder import Encoder
+            from ..core.encoder import Encoder
 
             self._encoder = Encoder.from_dir(self.artifacts.encoder_dir)
         return self._encoder
@@ -273,7 +273,7 @@ class Router:
         if cache is None:
             enc = self.encoder.encode(list(queries))
         else:
-            from .embcache import encode_cached
+            from ..embcache import encode_cached
 
             enc, _ = encode_cached(self.encoder.encode, self.artifacts.encoder_dir, queries, cache)
         encoded = time.perf_counter()
@@ -342,8 +342,8 @@ class Router:
         import hashlib
         import time
 
-        from .latency import service_time_s
-        from .state import Admission
+        from ..core.latency import service_time_s
+        from ..state.base import Admission
 
         if queries is None:
             raise ValueError("queries are needed to record decisions")
@@ -377,7 +377,7 @@ class Router:
     def choose_one(self, preds: Predictions, i: int, waits: np.ndarray, lam: float, weights: decision.Weights,
                    policy: WaitPolicy) -> tuple[int, decision.Scores, np.ndarray]:
         """The choice for query i given the current waits: (index, its one-row scores, availability)."""
-        from .latency import within_tolerance
+        from ..core.latency import within_tolerance
 
         avail = preds.available[i].copy()
         if policy.strict:

@@ -1,0 +1,1 @@
+"""Learning after deployment: feedback parsing and recording, the online model, head refits."""

@@ -1,0 +1,1 @@
+"""The one routing path: `Router` (load once, route many) and its JSONL and tag front ends."""

@@ -1,0 +1,1 @@
+"""`mixllm serve`: the router over HTTP (FastAPI on uvicorn)."""
