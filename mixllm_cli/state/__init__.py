@@ -30,5 +30,5 @@ def open_store(home: Path | str | None = None, url: str | None = None) -> StoreB
         return PostgresStore(url)
     if url.startswith("sqlite:///"):
         return StateStore(Path(url[len("sqlite:///"):]))
-    raise UsageError(f"--store: unknown store URL {url.split(':', 1)[0]!r}; use postgresql://USER@HOST:PORT/DB "
-                     "or sqlite:///PATH")
+    raise UsageError(f"unknown store URL {url.split(':', 1)[0]!r}; use postgresql://USER@HOST:PORT/DB "
+                     "or sqlite:///PATH", param="store")

@@ -1,24 +1,51 @@
-"""The store's logic, shared by every backend: queue, decision log, feedback log, latency model."""
+"""The state store's interface and the logic every backend shares: queue, decision log, feedback
+log, latency model.
 
+A backend (`state.sqlite.StateStore`, `state.postgres.PostgresStore`) provides what `StoreBase`
+marks abstract: a connection, one-writer transactions, closing, a description for messages, and
+the online snapshot. Every query here is written in the SQL both backends understand (`?`
+placeholders, `INSERT ... ON CONFLICT`, `COALESCE`, no `OR REPLACE`), so one logic layer serves
+both and their behaviour cannot drift apart.
+"""
 
 from __future__ import annotations
 
+import abc
 import contextlib
-import random
-import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..core.latency import LatencyEstimate, QueueState, update_estimate
-from ..errors import FeedbackError, MixLLMError
+from ..errors import UnknownDecisionError
 
-BUSY_TIMEOUT_MS = 30_000
+#: One result row. Its columns' Python types depend on the query (and the database's own types),
+#: so they stay `Any`; each caller unpacks the columns it selected.
+Row = tuple[Any, ...]
+
+
+class Cursor(Protocol):
+    """What the shared logic uses of a cursor (sqlite3's and psycopg's both fit)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Row | None: ...
+
+    def fetchall(self) -> list[Row]: ...
+
+    def __iter__(self) -> Iterator[Row]: ...
+
+
+class Connection(Protocol):
+    """A connection that runs one statement with `?` placeholders (sqlite3's own; PostgreSQL's is
+    wrapped to translate them)."""
+
+    def execute(self, sql: str, params: Sequence[object] = ..., /) -> Cursor: ...
 
 
 @dataclass(frozen=True)
@@ -38,60 +65,64 @@ class Admission:
     query_text: str | None = None  # only with --log-queries
 
 
-def _is_lock_error(exc: sqlite3.Error) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
-
-
-def _retry_while_locked(step: Callable[[], Any], path: Path, failure: str = "state database error") -> Any:
-    """Run `step`, retrying every 0.5–3 ms (jittered) while the database is locked.
-
-    Used for taking the write lock and for opening (several processes creating the database
-    at once race for WAL mode and the migrations, and SQLite answers some of those races with
-    "locked" without waiting). Polling with jitter, rather than SQLite's backoff whose sleeps
-    grow to 100 ms, keeps busy neighbours from starving a process for seconds.
-    """
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            return step()
-        except sqlite3.Error as exc:
-            if not _is_lock_error(exc):
-                raise MixLLMError(f"{path}: {failure} ({exc})") from None
-            if time.monotonic() > deadline:
-                raise MixLLMError(f"{path}: the state database stayed locked for "
-                                  f"{BUSY_TIMEOUT_MS // 1000} s; is another process stuck?") from None
-            time.sleep(random.uniform(0.0005, 0.003))
-
-
 def new_decision_id() -> str:
     return "d" + uuid.uuid4().hex[:15]
 
 
-class StoreBase:
-    """The state's logic, shared by every backend: queue, decision log, feedback log, latency model.
+def _scalar(conn: Connection, sql: str, params: Sequence[object] = ()) -> Any:
+    """The first column of the one row an aggregate query returns."""
+    row = conn.execute(sql, params).fetchone()
+    assert row is not None, sql  # aggregates without GROUP BY always return a row
+    return row[0]
 
-    A backend (SQLite here, PostgreSQL in `store_pg`) provides only `conn` (an object whose
-    `execute(sql, params)` takes `?` placeholders and returns a cursor), `transaction()` (one writer
-    at a time, all or nothing), its migrations, and where the online snapshot lives. The SQL below
-    is the dialect both understand (`INSERT ... ON CONFLICT`, `COALESCE`, no `OR REPLACE`).
+
+class StoreBase(abc.ABC):
+    """The state's interface and its shared logic: queue, decision log, feedback log, latency model.
+
+    Methods taking a `conn` run inside the caller's `transaction()`, so a read-decide-write (route
+    a batch, record a batch of feedback) is atomic; the others open no transaction of their own
+    (plain reads, or `complete`, which takes one).
     """
 
-    #: True when the online snapshot lives in the store (shared by replicas), not in a home file.
+    #: True when the online snapshot lives in the store (shared by replicas); False when it lives
+    #: in a file of the home (`learning.online`), and the snapshot methods below are not used.
     shares_snapshot = False
 
+    # ------------------------------------------------------------------ what a backend provides
+
     @property
-    def conn(self) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def conn(self) -> Connection:
+        """The connection, opened (and the schema migrated) on first use."""
 
-    def transaction(self) -> contextlib.AbstractContextManager[Any]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[Connection]:
+        """One writer at a time across every process sharing the store; all or nothing."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Close the connection, if open; the next use opens it again."""
 
+    @abc.abstractmethod
     def describe(self) -> str:
         """Where the state lives, for people (no secrets)."""
-        raise NotImplementedError
+
+    @abc.abstractmethod
+    def schema_version(self) -> int:
+        """How many of this backend's migrations (`state.schema.steps`) the database has applied."""
+
+    @abc.abstractmethod
+    def read_snapshot(self) -> bytes | None:
+        """The online snapshot stored in the store, if any (None when `shares_snapshot` is False)."""
+
+    @abc.abstractmethod
+    def write_snapshot(self, data: bytes, last_seq: int) -> bool:
+        """Store the online snapshot that has applied the feedback log through `last_seq`; False if
+        it was not stored (the store already holds one that has seen more)."""
+
+    @abc.abstractmethod
+    def snapshot_seq(self) -> int | None:
+        """The `last_seq` of the stored snapshot, if any (cheap: replicas poll it)."""
 
     def exists(self) -> bool:
         """Whether the state has been created (listing and stats never create it)."""
@@ -104,19 +135,9 @@ class StoreBase:
         holding the learner lock, so replicas do not all redo the same work."""
         yield True
 
-    # With `shares_snapshot`, the online snapshot's bytes live in the store (see `online`).
-    def read_snapshot(self) -> bytes | None:
-        raise NotImplementedError
-
-    def write_snapshot(self, data: bytes, last_seq: int) -> bool:
-        raise NotImplementedError
-
-    def snapshot_seq(self) -> int | None:
-        raise NotImplementedError
-
     # ------------------------------------------------------------------ reads
 
-    def estimates(self, conn: Any, defaults: dict[str, LatencyEstimate]) -> dict[str, LatencyEstimate]:
+    def estimates(self, conn: Connection, defaults: dict[str, LatencyEstimate]) -> dict[str, LatencyEstimate]:
         """Learned estimates where there are observations, else the catalogue's figures."""
         out = dict(defaults)
         for llm, ttft, tps, n in conn.execute("SELECT llm, ttft_ms, output_tokens_per_s, n FROM latency_estimates"):
@@ -124,7 +145,7 @@ class StoreBase:
                 out[llm] = LatencyEstimate(ttft, tps, n)
         return out
 
-    def queue(self, conn: Any, llm_ids: tuple[str, ...], slots: list[int], now: float) -> QueueState:
+    def queue(self, conn: Connection, llm_ids: tuple[str, ...], slots: list[int], now: float) -> QueueState:
         """The queue as the open calls leave it at `now`."""
         free = {llm: [now] * max(int(k), 1) for llm, k in zip(llm_ids, slots)}
         # One row per busy slot, not per open call: the database folds the calls (one query per
@@ -138,79 +159,12 @@ class StoreBase:
                 f[s] = max(f[s], end)
         return QueueState(llm_ids, [np.array(free[llm], dtype=np.float64) for llm in llm_ids])
 
-    # ------------------------------------------------------------------ writes
-
-    def admit(self, conn: Any, a: Admission, now: float, wait_s: float, slot: int,
-              start_s: float, end_s: float) -> str:
-        decision_id = new_decision_id()
-        conn.execute(
-            "INSERT INTO decisions (id, created_s, llm, budget, lambda, query_sha256, prompt_tokens, "
-            "predicted_response_tokens, predicted_cost_usd, expected_wait_s, embedding, token_ids, candidates, "
-            "query_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (decision_id, now, a.llm, a.budget, a.lam, a.query_sha256, a.prompt_tokens,
-             a.predicted_response_tokens, a.predicted_cost_usd, wait_s, a.embedding, a.token_ids, a.candidates,
-             a.query_text),
-        )
-        conn.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, NULL)", (decision_id, a.llm, slot, start_s, end_s))
-        return decision_id
-
-    def complete(self, decision_id: str, *, latency_ms: float | None = None, ttft_ms: float | None = None,
-                 response_tokens: float | None = None,
-                 defaults: Callable[[str], LatencyEstimate | None] = lambda llm: None,
-                 now: float | None = None) -> dict[str, object]:
-        """Record that a call finished: free its slot, fold the latency into the LLM's estimate.
-
-        Idempotent: the same decision reported again changes nothing and says so.
-        """
-        with self.transaction() as conn:
-            llm = self.decision_llm(conn, decision_id)
-            recorded = self.complete_in(conn, decision_id, latency_ms=latency_ms, ttft_ms=ttft_ms,
-                                        response_tokens=response_tokens, defaults=defaults, now=now)
-        out: dict[str, object] = {"id": decision_id, "llm": llm, "recorded": recorded}
-        if not recorded:
-            out["reason"] = "already recorded"
-        return out
-
     @staticmethod
-    def decision_llm(conn: Any, decision_id: str) -> str:
+    def decision_llm(conn: Connection, decision_id: str) -> str:
         row = conn.execute("SELECT llm FROM decisions WHERE id = ?", (decision_id,)).fetchone()
         if row is None:
-            raise FeedbackError(f"unknown decision id '{decision_id}'")
-        return row[0]
-
-    def complete_in(self, conn: Any, decision_id: str, *, latency_ms: float | None,
-                    ttft_ms: float | None, response_tokens: float | None,
-                    defaults: Callable[[str], LatencyEstimate | None], now: float | None = None) -> bool:
-        """`complete` inside the caller's transaction; False if this call was already reported."""
-        now = time.time() if now is None else now
-        llm, predicted_tokens = conn.execute("SELECT llm, predicted_response_tokens FROM decisions WHERE id = ?",
-                                             (decision_id,)).fetchone()
-        if conn.execute("SELECT 1 FROM latency_observations WHERE decision_id = ?", (decision_id,)).fetchone():
-            return False
-        conn.execute("UPDATE jobs SET done_s = ? WHERE decision_id = ? AND done_s IS NULL", (now, decision_id))
-        conn.execute("INSERT INTO latency_observations VALUES (?, ?, ?, ?, ?, ?)",
-                     (decision_id, llm, now, latency_ms, ttft_ms, response_tokens))
-        if latency_ms is not None or ttft_ms is not None:
-            cur = conn.execute("SELECT ttft_ms, output_tokens_per_s, n FROM latency_estimates WHERE llm = ?",
-                               (llm,)).fetchone()
-            est = LatencyEstimate(*cur) if cur else defaults(llm)
-            if est is not None:
-                tokens = response_tokens if response_tokens is not None else predicted_tokens
-                new = update_estimate(est, latency_ms, ttft_ms, tokens)
-                conn.execute("INSERT INTO latency_estimates VALUES (?, ?, ?, ?) ON CONFLICT (llm) DO UPDATE SET "
-                             "ttft_ms = excluded.ttft_ms, output_tokens_per_s = excluded.output_tokens_per_s, "
-                             "n = excluded.n", (llm, new.ttft_ms, new.output_tokens_per_s, new.n))
-        return True
-
-    def add_feedback(self, conn: Any, decision_id: str, llm: str, kind: str, values: dict[str, Any],
-                     content_sha256: str, now: float) -> bool:
-        """Append one feedback event to the log; False if the same content was logged before."""
-        cur = conn.execute(
-            "INSERT INTO feedback (decision_id, llm, kind, quality, good, response_tokens, latency_ms, "
-            "cost_usd, content_sha256, at_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (decision_id, llm, kind, values.get("quality"), values.get("good"), values.get("response_tokens"),
-             values.get("latency_ms"), values.get("cost_usd"), content_sha256, now))
-        return cur.rowcount == 1
+            raise UnknownDecisionError(f"unknown decision id '{decision_id}'")
+        return str(row[0])
 
     def feedback_since(self, seq: int) -> list[dict[str, Any]]:
         """Logged feedback after `seq`, in log order, joined with what its decision recorded."""
@@ -247,10 +201,10 @@ class StoreBase:
         for llm, kind, n in c.execute("SELECT llm, kind, COUNT(*) FROM feedback GROUP BY llm, kind"):
             per_llm.setdefault(llm, {})[f"{kind}_feedback"] = n
         return {
-            "decisions": c.execute("SELECT COUNT(*) FROM decisions").fetchone()[0],
-            "feedback": c.execute("SELECT COUNT(*) FROM feedback").fetchone()[0],
-            "latency_reports": c.execute("SELECT COUNT(*) FROM latency_observations").fetchone()[0],
-            "last_feedback_seq": c.execute("SELECT COALESCE(MAX(seq), 0) FROM feedback").fetchone()[0],
+            "decisions": _scalar(c, "SELECT COUNT(*) FROM decisions"),
+            "feedback": _scalar(c, "SELECT COUNT(*) FROM feedback"),
+            "latency_reports": _scalar(c, "SELECT COUNT(*) FROM latency_observations"),
+            "last_feedback_seq": _scalar(c, "SELECT COALESCE(MAX(seq), 0) FROM feedback"),
             "per_llm": per_llm,
         }
 
@@ -266,9 +220,80 @@ class StoreBase:
 
     def open_calls(self, now: float) -> dict[str, int]:
         """Calls admitted and not yet finished (running or queued) per LLM."""
-        return dict(self.conn.execute(
-            "SELECT llm, COUNT(*) FROM jobs WHERE done_s IS NULL AND end_s > ? GROUP BY llm", (now,)).fetchall())
+        return {llm: n for llm, n in self.conn.execute(
+            "SELECT llm, COUNT(*) FROM jobs WHERE done_s IS NULL AND end_s > ? GROUP BY llm", (now,))}
 
     def learned(self) -> dict[str, LatencyEstimate]:
         return {llm: LatencyEstimate(t, s, n) for llm, t, s, n in
                 self.conn.execute("SELECT llm, ttft_ms, output_tokens_per_s, n FROM latency_estimates")}
+
+    # ------------------------------------------------------------------ writes
+
+    def admit(self, conn: Connection, a: Admission, now: float, wait_s: float, slot: int,
+              start_s: float, end_s: float) -> str:
+        """Log the decision and book its call on `slot` of its LLM; the new decision's id."""
+        decision_id = new_decision_id()
+        conn.execute(
+            "INSERT INTO decisions (id, created_s, llm, budget, lambda, query_sha256, prompt_tokens, "
+            "predicted_response_tokens, predicted_cost_usd, expected_wait_s, embedding, token_ids, candidates, "
+            "query_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (decision_id, now, a.llm, a.budget, a.lam, a.query_sha256, a.prompt_tokens,
+             a.predicted_response_tokens, a.predicted_cost_usd, wait_s, a.embedding, a.token_ids, a.candidates,
+             a.query_text),
+        )
+        conn.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, NULL)", (decision_id, a.llm, slot, start_s, end_s))
+        return decision_id
+
+    def complete(self, decision_id: str, *, latency_ms: float | None = None, ttft_ms: float | None = None,
+                 response_tokens: float | None = None,
+                 defaults: Callable[[str], LatencyEstimate | None] = lambda llm: None,
+                 now: float | None = None) -> dict[str, object]:
+        """Record that a call finished: free its slot, fold the latency into the LLM's estimate.
+
+        Idempotent: the same decision reported again changes nothing and says so.
+        """
+        with self.transaction() as conn:
+            llm = self.decision_llm(conn, decision_id)
+            recorded = self.complete_in(conn, decision_id, latency_ms=latency_ms, ttft_ms=ttft_ms,
+                                        response_tokens=response_tokens, defaults=defaults, now=now)
+        out: dict[str, object] = {"id": decision_id, "llm": llm, "recorded": recorded}
+        if not recorded:
+            out["reason"] = "already recorded"
+        return out
+
+    def complete_in(self, conn: Connection, decision_id: str, *, latency_ms: float | None,
+                    ttft_ms: float | None, response_tokens: float | None,
+                    defaults: Callable[[str], LatencyEstimate | None], now: float | None = None) -> bool:
+        """`complete` inside the caller's transaction; False if this call was already reported."""
+        now = time.time() if now is None else now
+        row = conn.execute("SELECT llm, predicted_response_tokens FROM decisions WHERE id = ?",
+                           (decision_id,)).fetchone()
+        if row is None:
+            raise UnknownDecisionError(f"unknown decision id '{decision_id}'")
+        llm, predicted_tokens = row
+        if conn.execute("SELECT 1 FROM latency_observations WHERE decision_id = ?", (decision_id,)).fetchone():
+            return False
+        conn.execute("UPDATE jobs SET done_s = ? WHERE decision_id = ? AND done_s IS NULL", (now, decision_id))
+        conn.execute("INSERT INTO latency_observations VALUES (?, ?, ?, ?, ?, ?)",
+                     (decision_id, llm, now, latency_ms, ttft_ms, response_tokens))
+        if latency_ms is not None or ttft_ms is not None:
+            cur = conn.execute("SELECT ttft_ms, output_tokens_per_s, n FROM latency_estimates WHERE llm = ?",
+                               (llm,)).fetchone()
+            est = LatencyEstimate(*cur) if cur else defaults(llm)
+            if est is not None:
+                tokens = response_tokens if response_tokens is not None else predicted_tokens
+                new = update_estimate(est, latency_ms, ttft_ms, tokens)
+                conn.execute("INSERT INTO latency_estimates VALUES (?, ?, ?, ?) ON CONFLICT (llm) DO UPDATE SET "
+                             "ttft_ms = excluded.ttft_ms, output_tokens_per_s = excluded.output_tokens_per_s, "
+                             "n = excluded.n", (llm, new.ttft_ms, new.output_tokens_per_s, new.n))
+        return True
+
+    def add_feedback(self, conn: Connection, decision_id: str, llm: str, kind: str, values: Mapping[str, object],
+                     content_sha256: str, now: float) -> bool:
+        """Append one feedback event to the log; False if the same content was logged before."""
+        cur = conn.execute(
+            "INSERT INTO feedback (decision_id, llm, kind, quality, good, response_tokens, latency_ms, "
+            "cost_usd, content_sha256, at_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (decision_id, llm, kind, values.get("quality"), values.get("good"), values.get("response_tokens"),
+             values.get("latency_ms"), values.get("cost_usd"), content_sha256, now))
+        return cur.rowcount == 1

@@ -1,8 +1,10 @@
 """The PostgreSQL backend of the state store: several `mixllm serve` replicas share one database.
 
 Only connection, transaction, migration and snapshot details live here; every query is
-`state.StoreBase`'s, written in the SQL both backends understand (`?` placeholders are turned
-into psycopg's `%s` once per statement text).
+`state.base.StoreBase`'s, written in the SQL both backends understand (`?` placeholders are
+turned into psycopg's `%s` once per statement text). The schema is `state.schema`'s, its
+version kept in the one-row table `mixllm_schema`. psycopg is imported only when a store is
+used, so the SQLite-only paths never load it.
 
 Locking: every write transaction first takes one transaction-scoped advisory lock
 (`pg_advisory_xact_lock(QUEUE_LOCK)`), the PostgreSQL twin of SQLite's `BEGIN IMMEDIATE`.
@@ -23,85 +25,20 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from ..errors import MixLLMError
-from .base import StoreBase
+from ..errors import StoreError
+from .base import Row, StoreBase
+from .schema import statements, steps
+
+if TYPE_CHECKING:
+    import psycopg
 
 QUEUE_LOCK = 0x6D69786C6C6D  # "mixllm": the one write lock (advisory, transaction-scoped)
 MIGRATE_LOCK = QUEUE_LOCK + 1
 LEARN_LOCK = QUEUE_LOCK + 2  # session-scoped: one replica at a time folds the feedback log
 CONNECT_TIMEOUT_S = 10
-
-MIGRATIONS: tuple[str, ...] = (
-    # 1: the SQLite schema's versions 1 and 2 in PostgreSQL types, plus the shared online snapshot (stored
-    # uncompressed: float arrays barely compress, and compressing megabytes on every save costs CPU)
-    """
-    CREATE TABLE decisions (
-        id TEXT PRIMARY KEY,
-        created_s DOUBLE PRECISION NOT NULL,
-        llm TEXT NOT NULL,
-        budget TEXT,
-        lambda DOUBLE PRECISION NOT NULL,
-        query_sha256 TEXT NOT NULL,
-        prompt_tokens INTEGER NOT NULL,
-        predicted_response_tokens DOUBLE PRECISION NOT NULL,
-        predicted_cost_usd DOUBLE PRECISION NOT NULL,
-        expected_wait_s DOUBLE PRECISION NOT NULL,
-        embedding BYTEA,
-        token_ids BYTEA,
-        candidates TEXT,
-        query_text TEXT
-    );
-    CREATE TABLE jobs (
-        decision_id TEXT PRIMARY KEY REFERENCES decisions(id),
-        llm TEXT NOT NULL,
-        slot INTEGER NOT NULL,
-        start_s DOUBLE PRECISION NOT NULL,
-        end_s DOUBLE PRECISION NOT NULL,
-        done_s DOUBLE PRECISION
-    );
-    CREATE INDEX jobs_in_flight ON jobs(end_s) WHERE done_s IS NULL;
-    CREATE TABLE latency_observations (
-        decision_id TEXT PRIMARY KEY REFERENCES decisions(id),
-        llm TEXT NOT NULL,
-        at_s DOUBLE PRECISION NOT NULL,
-        latency_ms DOUBLE PRECISION,
-        ttft_ms DOUBLE PRECISION,
-        response_tokens DOUBLE PRECISION
-    );
-    CREATE INDEX latency_observations_llm ON latency_observations(llm, at_s);
-    CREATE TABLE latency_estimates (
-        llm TEXT PRIMARY KEY,
-        ttft_ms DOUBLE PRECISION NOT NULL,
-        output_tokens_per_s DOUBLE PRECISION NOT NULL,
-        n INTEGER NOT NULL
-    );
-    CREATE TABLE feedback (
-        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        decision_id TEXT NOT NULL REFERENCES decisions(id),
-        llm TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('refined', 'binary')),
-        quality DOUBLE PRECISION,
-        good INTEGER,
-        response_tokens INTEGER,
-        latency_ms DOUBLE PRECISION,
-        cost_usd DOUBLE PRECISION,
-        content_sha256 TEXT NOT NULL,
-        at_s DOUBLE PRECISION NOT NULL,
-        UNIQUE (decision_id, content_sha256)
-    );
-    CREATE INDEX feedback_llm_seq ON feedback(llm, seq);
-    CREATE TABLE online_snapshot (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        last_seq BIGINT NOT NULL,
-        saved_s DOUBLE PRECISION NOT NULL,
-        data BYTEA NOT NULL
-    );
-    ALTER TABLE online_snapshot ALTER COLUMN data SET STORAGE EXTERNAL;
-    """,
-)
 
 _PLACEHOLDER = re.compile(r"\?")
 
@@ -112,14 +49,14 @@ def redact(url: str) -> str:
 
 
 class _Conn:
-    """A psycopg connection that speaks `?` placeholders, like sqlite3."""
+    """A psycopg connection that speaks `?` placeholders, like sqlite3, and fails with `StoreError`."""
 
-    def __init__(self, raw: Any, where: str):
+    def __init__(self, raw: psycopg.Connection[Row], where: str):
         self.raw = raw
         self.where = where
         self._sql: dict[str, str] = {}
 
-    def execute(self, sql: str, params: tuple | list = ()) -> Any:
+    def execute(self, sql: str, params: Sequence[object] = (), /) -> psycopg.Cursor[Row]:
         import psycopg
 
         q = self._sql.get(sql)
@@ -131,12 +68,14 @@ class _Conn:
             raise _failure(self.where, exc) from None
 
 
-def _failure(where: str, exc: Exception, what: str = "state database error") -> MixLLMError:
+def _failure(where: str, exc: Exception, what: str = "state database error") -> StoreError:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return MixLLMError(f"{where}: {what} ({msg})")
+    return StoreError(f"{where}: {what} ({msg})")
 
 
 class PostgresStore(StoreBase):
+    """The PostgreSQL backend: one database (or schema, via `search_path`) shared by replicas."""
+
     shares_snapshot = True
 
     def __init__(self, url: str):
@@ -167,7 +106,7 @@ class PostgresStore(StoreBase):
         return self._conn
 
     @staticmethod
-    def _migrate(raw: Any) -> None:
+    def _migrate(raw: psycopg.Connection[Row]) -> None:
         with raw.transaction():
             # Replicas starting at once take turns; DDL is transactional, so a crash leaves the old version.
             raw.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
@@ -176,14 +115,15 @@ class PostgresStore(StoreBase):
             version = row[0] if row else 0
             if row is None:
                 raw.execute("INSERT INTO mixllm_schema VALUES (0)")
-            for i, sql in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        raw.execute(statement)
+            for i, sql in enumerate(steps("postgres")[version:], start=version + 1):
+                for statement in statements(sql):
+                    raw.execute(statement)
                 raw.execute("UPDATE mixllm_schema SET version = %s", (i,))
 
     def schema_version(self) -> int:
-        return self.conn.execute("SELECT version FROM mixllm_schema").fetchone()[0]
+        row = self.conn.execute("SELECT version FROM mixllm_schema").fetchone()
+        assert row is not None  # migrating inserts the one row
+        return int(row[0])
 
     def close(self) -> None:
         if self._conn is not None:
@@ -204,7 +144,7 @@ class PostgresStore(StoreBase):
         except psycopg.Error as exc:  # the commit or rollback itself failed
             raise _failure(self.describe(), exc) from None
 
-    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         return self.conn.execute(sql, params).fetchall()
 
     # ---------------------------------------------------------------- the shared online snapshot
@@ -213,12 +153,13 @@ class PostgresStore(StoreBase):
     def learning(self) -> Iterator[bool]:
         """True for the one replica that holds the learner lock (released on exit, or when its
         connection dies); the others get False and try again later."""
-        got = bool(self.conn.execute("SELECT pg_try_advisory_lock(?)", (LEARN_LOCK,)).fetchone()[0])
+        row = self.conn.execute("SELECT pg_try_advisory_lock(?)", (LEARN_LOCK,)).fetchone()
+        got = bool(row and row[0])
         try:
             yield got
         finally:
             if got and self._conn is not None and not self._conn.raw.broken:
-                with contextlib.suppress(MixLLMError):
+                with contextlib.suppress(StoreError):
                     self._conn.execute("SELECT pg_advisory_unlock(?)", (LEARN_LOCK,))
 
     def read_snapshot(self) -> bytes | None:

@@ -1,97 +1,62 @@
-"""The state: decisions, the queue of calls in flight, observed latencies, the feedback log.
+"""The SQLite backend of the state store: the home's `state.sqlite3`, shared by every `mixllm`
+process of one machine.
 
-One logic layer (`StoreBase`) over two backends that differ only in how they connect, lock and
-migrate: the home's SQLite file (`StateStore`, here) and PostgreSQL (`store_pg.PostgresStore`),
-which several `mixllm serve` replicas share. SQLite: WAL mode and a busy timeout let several
-`mixllm` processes route and report at once; every read-decide-write runs in one `BEGIN
-IMMEDIATE` transaction, so two parallel `route` calls see each other's load and never
-double-book a slot. Migrations are tiny, ordered and idempotent.
+WAL mode lets readers run beside the one writer; every read-decide-write runs in one `BEGIN
+IMMEDIATE` transaction, so two parallel `route` calls see each other's load and never double-book
+a slot. The queries are `state.base.StoreBase`'s; the schema is `state.schema`'s, its version
+kept in `PRAGMA user_version`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import random
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
-from .base import BUSY_TIMEOUT_MS, StoreBase, _retry_while_locked
+from ..errors import StoreError
+from .base import StoreBase
+from .schema import statements, steps
 
 STATE_FILE = "state.sqlite3"
+BUSY_TIMEOUT_MS = 30_000  # how long a writer waits for the lock before giving up
 POLL_TIMEOUT_MS = 5
 
-MIGRATIONS: tuple[str, ...] = (
-    # 1: decisions, the queue, latency observations and estimates
+T = TypeVar("T")
+
+
+def _is_lock_error(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def _retry_while_locked(step: Callable[[], T], path: Path, failure: str = "state database error") -> T:
+    """Run `step`, retrying every 0.5–3 ms (jittered) while the database is locked.
+
+    Used for taking the write lock and for opening (several processes creating the database
+    at once race for WAL mode and the migrations, and SQLite answers some of those races with
+    "locked" without waiting). Polling with jitter, rather than SQLite's backoff whose sleeps
+    grow to 100 ms, keeps busy neighbours from starving a process for seconds.
     """
-    CREATE TABLE decisions (
-        id TEXT PRIMARY KEY,
-        created_s REAL NOT NULL,
-        llm TEXT NOT NULL,
-        budget TEXT,
-        lambda REAL NOT NULL,
-        query_sha256 TEXT NOT NULL,
-        prompt_tokens INTEGER NOT NULL,
-        predicted_response_tokens REAL NOT NULL,
-        predicted_cost_usd REAL NOT NULL,
-        expected_wait_s REAL NOT NULL
-    );
-    CREATE TABLE jobs (
-        decision_id TEXT PRIMARY KEY REFERENCES decisions(id),
-        llm TEXT NOT NULL,
-        slot INTEGER NOT NULL,
-        start_s REAL NOT NULL,
-        end_s REAL NOT NULL,
-        done_s REAL
-    );
-    CREATE INDEX jobs_open ON jobs(llm, end_s) WHERE done_s IS NULL;
-    CREATE TABLE latency_observations (
-        decision_id TEXT PRIMARY KEY REFERENCES decisions(id),
-        llm TEXT NOT NULL,
-        at_s REAL NOT NULL,
-        latency_ms REAL,
-        ttft_ms REAL,
-        response_tokens REAL
-    );
-    CREATE TABLE latency_estimates (
-        llm TEXT PRIMARY KEY,
-        ttft_ms REAL NOT NULL,
-        output_tokens_per_s REAL NOT NULL,
-        n INTEGER NOT NULL
-    );
-    """,
-    # 2: the decision log keeps what online learning needs; feedback is a log of its own
-    """
-    ALTER TABLE decisions ADD COLUMN embedding BLOB;
-    ALTER TABLE decisions ADD COLUMN token_ids BLOB;
-    ALTER TABLE decisions ADD COLUMN candidates TEXT;
-    ALTER TABLE decisions ADD COLUMN query_text TEXT;
-    CREATE TABLE feedback (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        decision_id TEXT NOT NULL REFERENCES decisions(id),
-        llm TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('refined', 'binary')),
-        quality REAL,
-        good INTEGER,
-        response_tokens INTEGER,
-        latency_ms REAL,
-        cost_usd REAL,
-        content_sha256 TEXT NOT NULL,
-        at_s REAL NOT NULL,
-        UNIQUE (decision_id, content_sha256)
-    );
-    """,
-    # 3: reading the queue scans only the calls still in flight (`end_s > now`), not every call
-    # never reported done (jobs_open is keyed by llm first, so a range on end_s alone misses it)
-    """
-    CREATE INDEX jobs_in_flight ON jobs(end_s) WHERE done_s IS NULL;
-    """,
-)
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return step()
+        except sqlite3.Error as exc:
+            if not _is_lock_error(exc):
+                raise StoreError(f"{path}: {failure} ({exc})") from None
+            if time.monotonic() > deadline:
+                raise StoreError(f"{path}: the state database stayed locked for "
+                                 f"{BUSY_TIMEOUT_MS // 1000} s; is another process stuck?") from None
+            time.sleep(random.uniform(0.0005, 0.003))
 
 
 class StateStore(StoreBase):
     """The SQLite backend: `<home>/state.sqlite3`, WAL, one `BEGIN IMMEDIATE` writer at a time."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path | str):
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
 
@@ -137,18 +102,22 @@ class StateStore(StoreBase):
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
+        """Apply the migrations this file lacks, all in one transaction (the write lock keeps
+        processes opening at once from applying one twice)."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            for i, sql in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+            for i, sql in enumerate(steps("sqlite")[version:], start=version + 1):
+                for statement in statements(sql):
+                    conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {i}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -166,4 +135,15 @@ class StateStore(StoreBase):
             raise
         conn.execute("COMMIT")
 
+    # The online snapshot of a SQLite home is a file of the home (`learning.online` reads and
+    # replaces it atomically), so this store holds none: `shares_snapshot` is False.
 
+    def read_snapshot(self) -> bytes | None:
+        return None
+
+    def snapshot_seq(self) -> int | None:
+        return None
+
+    def write_snapshot(self, data: bytes, last_seq: int) -> bool:
+        raise NotImplementedError("a SQLite store keeps no snapshot (shares_snapshot is False); "
+                                  "learning.online saves it in the home")
