@@ -2,7 +2,7 @@
 
 Layout of a set (the shipped default `artifacts/`, or `<home>/artifacts/`):
 
-    manifest.json          versions, fingerprints, presets, cost scale, and a sha256 per file
+    manifest.json          versions, fingerprints, presets, cost scale, and a sha256 per file (manifest.py)
     encoder/               model.onnx + tokenizer.json (a trained set may reuse the shipped one)
     features.npz           the lexical feature spec (idf weights), numpy only, no pickle
     projection.npz         the tag-enhanced embedding (tags.py, projection.py), only in sets trained with tags
@@ -12,19 +12,32 @@ Layout of a set (the shipped default `artifacts/`, or `<home>/artifacts/`):
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .core.features import FeatureSpec
-from .core.heads import Head
+from .core.heads import LENGTH, QUALITY, Head
 from .core.projection import Projection, transform_embeddings
 from .errors import ArtifactError
-from .files import verified_path
-from .manifest import read_manifest
+from .manifest import (
+    MANIFEST,
+    AinvFile,
+    FeaturesFile,
+    FileEntry,
+    HeadFile,
+    LLMHeadsEntry,
+    Manifest,
+    PresetEntry,
+    verify,
+)
 from .paths import shipped_artifacts_dir
+
+if TYPE_CHECKING:
+    from .core.tagging import TagModel
 
 
 def llm_file_stem(llm_id: str) -> str:
@@ -64,7 +77,7 @@ class ColdLLM:
 @dataclass(frozen=True)
 class ArtifactSet:
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     encoder_dir: Path
     features: FeatureSpec | None
     heads: dict[str, LLMHeads]
@@ -72,7 +85,7 @@ class ArtifactSet:
     presets: dict[str, Preset]
     cost_scale_usd: float
     reference_llm: str
-    tag_model: Any = None  # a tags.TagModel when the set was trained with tags, else None
+    tag_model: TagModel | None = None  # only in sets trained with tags
 
     @property
     def projection(self) -> Projection | None:
@@ -85,71 +98,16 @@ class ArtifactSet:
         return transform_embeddings(self.projection, encoder_embeddings)
 
 
-def _encoder_dir(set_dir: Path, manifest: dict[str, Any]) -> Path:
-    """The set's own encoder, or the shipped one when the set reuses it (same sha256)."""
-    files = manifest.get("encoder", {}).get("files", {})
-    if not files:
-        raise ArtifactError(f"{set_dir / 'manifest.json'}: encoder: no files listed")
-    for candidate in (set_dir / "encoder", shipped_artifacts_dir() / "encoder"):
-        if all((candidate / name).is_file() for name in files):
-            for name, sha in files.items():
-                verified_path(candidate, name, sha)
-            return candidate
-    raise ArtifactError(f"{set_dir / 'encoder'}: encoder files missing ({', '.join(sorted(files))})")
-
-
 def load_artifact_set(set_dir: Path, llm_ids: list[str] | None = None) -> ArtifactSet:
     """Load the manifest and the heads of `llm_ids` (all listed when None), verifying each file."""
-    manifest = read_manifest(set_dir)
-    try:
-        heads_meta: dict[str, Any] = manifest["heads"]
-        presets = {
-            name: Preset(name=name, lam=float(p["lambda"]), target_cost_share=float(p["target_cost_share"]))
-            for name, p in sorted(manifest["presets"].items(), key=lambda kv: (float(kv[1]["lambda"]), float(kv[1]["target_cost_share"])))
-        }  # cheapest first: the order users read them in
-        cost_scale = float(manifest["cost_scale_usd"])
-        reference = str(manifest["reference_llm"])
-        feat_meta = manifest.get("features")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{set_dir / 'manifest.json'}: malformed ({exc!r})") from None
-
-    features = None
-    if feat_meta:
-        path = verified_path(set_dir, feat_meta["file"], feat_meta["sha256"])
-        with np.load(path, allow_pickle=False) as npz:
-            features = FeatureSpec.from_arrays(dict(npz))
-
-    tag_model = None
-    tags_meta = manifest.get("tags")
-    if tags_meta:
-        from .core.tagging import TagModel
-
-        try:
-            path = verified_path(set_dir, tags_meta["file"], tags_meta["sha256"])
-        except (KeyError, TypeError):
-            raise ArtifactError(f"{set_dir / 'manifest.json'}: tags: malformed entry") from None
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                tag_model = TagModel.from_arrays(dict(npz))
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{path}: unreadable projection file ({exc})") from None
-
-    heads: dict[str, LLMHeads] = {}
-    a_invs: dict[str, np.ndarray] = {}
-    for llm_id in heads_meta if llm_ids is None else llm_ids:
-        meta = heads_meta.get(llm_id)
-        if meta is None:
-            continue
-        quality = load_head(verified_path(set_dir, meta["quality"]["file"], meta["quality"]["sha256"]))
-        length = load_head(verified_path(set_dir, meta["length"]["file"], meta["length"]["sha256"]))
-        sha = meta["ainv"]["sha256"]
-        if sha not in a_invs:  # LLMs trained on the same rows share one A⁻¹: load it (and use it) once
-            a_invs[sha] = np.load(verified_path(set_dir, meta["ainv"]["file"], sha), allow_pickle=False)
-        heads[llm_id] = LLMHeads(quality=quality, length=length, a_inv=a_invs[sha])
-
+    manifest = Manifest.read(set_dir)
+    wanted = list(manifest.heads) if llm_ids is None else llm_ids
+    features = _load_features(set_dir, manifest.features)
+    tag_model = _load_tag_model(set_dir, manifest.tags)
+    heads = _load_heads(set_dir, manifest.heads, wanted)
     cold = {
-        llm_id: ColdLLM(float(c["prior_quality"]), float(c["prior_response_tokens"]), float(c["explore_share"]))
-        for llm_id, c in manifest.get("cold", {}).items()
+        llm_id: ColdLLM(float(c.prior_quality), float(c.prior_response_tokens), float(c.explore_share))
+        for llm_id, c in manifest.cold.items()
         if llm_ids is None or llm_id in llm_ids
     }
     return ArtifactSet(
@@ -159,12 +117,96 @@ def load_artifact_set(set_dir: Path, llm_ids: list[str] | None = None) -> Artifa
         encoder_dir=_encoder_dir(set_dir, manifest),
         features=features,
         heads=heads,
-        presets=presets,
-        cost_scale_usd=cost_scale,
-        reference_llm=reference,
+        presets=_presets(manifest.presets),
+        cost_scale_usd=float(manifest.cost_scale_usd),
+        reference_llm=manifest.reference_llm,
         tag_model=tag_model,
     )
 
+
+def _presets(entries: Mapping[str, PresetEntry]) -> dict[str, Preset]:
+    """Cheapest first: the order users read them in."""
+    ordered = sorted(entries.items(), key=lambda kv: (float(kv[1].lam), float(kv[1].target_cost_share)))
+    return {name: Preset(name=name, lam=float(p.lam), target_cost_share=float(p.target_cost_share))
+            for name, p in ordered}
+
+
+def _load_features(set_dir: Path, entry: FeaturesFile | None) -> FeatureSpec | None:
+    if entry is None:
+        return None
+    with np.load(entry.verify(set_dir), allow_pickle=False) as npz:
+        return FeatureSpec.from_arrays(dict(npz))
+
+
+def _load_tag_model(set_dir: Path, entry: FileEntry | None) -> TagModel | None:
+    if entry is None:
+        return None
+    from .core.tagging import TagModel
+
+    path = entry.verify(set_dir)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return TagModel.from_arrays(dict(npz))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: unreadable projection file ({exc})") from None
+
+
+def _load_heads(set_dir: Path, entries: Mapping[str, LLMHeadsEntry], llm_ids: Collection[str]) -> dict[str, LLMHeads]:
+    """The heads of the listed LLMs that have an entry; LLMs trained on the same rows share one A⁻¹,
+    loaded (and held in memory) once."""
+    heads: dict[str, LLMHeads] = {}
+    a_invs: dict[str, np.ndarray] = {}
+    for llm_id in llm_ids:
+        entry = entries.get(llm_id)
+        if entry is None:
+            continue
+        quality = load_head(entry.quality.verify(set_dir))
+        length = load_head(entry.length.verify(set_dir))
+        sha = entry.ainv.sha256
+        if sha not in a_invs:
+            a_invs[sha] = np.load(entry.ainv.verify(set_dir), allow_pickle=False)
+        heads[llm_id] = LLMHeads(quality=quality, length=length, a_inv=a_invs[sha])
+    return heads
+
+
+def _encoder_dir(set_dir: Path, manifest: Manifest) -> Path:
+    """The set's own encoder, or the shipped one when the set reuses it (same sha256)."""
+    files = manifest.encoder.files
+    if not files:
+        raise ArtifactError(f"{set_dir / MANIFEST}: encoder: no files listed")
+    for candidate in (set_dir / "encoder", shipped_artifacts_dir() / "encoder"):
+        if all((candidate / name).is_file() for name in files):
+            for name, sha in files.items():
+                verify(candidate, name, sha)
+            return candidate
+    raise ArtifactError(f"{set_dir / 'encoder'}: encoder files missing ({', '.join(sorted(files))})")
+
+
+def write_llm_heads(set_dir: Path, llm_id: str, heads: LLMHeads, *, mean_quality: float | None,
+                    mean_length: float | None, n_rows: int) -> LLMHeadsEntry:
+    """Write one LLM's two heads and A⁻¹ under `set_dir/heads/` (each file atomically) and return
+    the manifest entry that lists them; `n_rows`: the rows A⁻¹ sums over."""
+    stem = llm_file_stem(llm_id)
+    written: dict[str, HeadFile] = {}
+    for kind, head, mean in ((QUALITY, heads.quality, mean_quality), (LENGTH, heads.length, mean_length)):
+        rel = f"heads/{stem}.{kind}.joblib"
+        save_head(head, set_dir / rel)
+        written[kind] = HeadFile.of(set_dir, rel, family=head.family, n_train=head.n_train, mean_target=mean)
+    rel = f"heads/{stem}.ainv.npy"
+    save_npy(set_dir / rel, heads.a_inv)
+    return LLMHeadsEntry(quality=written[QUALITY], length=written[LENGTH],
+                         ainv=AinvFile.of(set_dir, rel, n_train=n_rows))
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """Write one array as .npy (no pickles), atomically."""
+    import io
+
+    from .files import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def save_head(head: Head, path: Path) -> None:
@@ -181,7 +223,7 @@ def save_head(head: Head, path: Path) -> None:
 
 
 # Heads pickled before the package was layered name their classes `mixllm_cli.predictors.*`
-# (the shipped set and homes trained then); the classes live in `core.heads` now.
+# (the shipped set among them); those classes live in `core.heads`.
 _PICKLED_HEAD_MODULES = ("mixllm_cli.predictors",)
 
 
@@ -198,7 +240,5 @@ def load_head(path: Path) -> Head:
 
     head = joblib.load(path)
     if not isinstance(head, Head):
-        from .errors import ArtifactError
-
         raise ArtifactError(f"{path}: not a mixllm head (got {type(head).__name__})")
     return head

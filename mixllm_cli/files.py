@@ -1,9 +1,7 @@
-"""Where files live, and the artifact set's manifest.
+"""Writing files so a crash never leaves half of one: atomic writes, sha256, publishing a whole set.
 
-One place decides paths: `--home`, else `MIXLLM_HOME`, else the platform's user data dir.
-The shipped default artifact set (the repo's `artifacts/`) is read-only; what a user trains
-goes to `<home>/artifacts/`. Every file an artifact set holds is listed in `manifest.json` with
-its sha256, which is checked before anything is unpickled.
+Where files live is `paths.py`; what an artifact set holds, with a sha256 per file checked before
+anything is read, is `manifest.py`.
 """
 
 from __future__ import annotations
@@ -17,8 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactError
-from .manifest import MANIFEST
+# The file every complete artifact set holds; manifest.py reads and writes it.
+MANIFEST = "manifest.json"
 
 
 def sha256_file(path: Path) -> str:
@@ -68,20 +66,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def dump_json(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
-
-
-def verified_path(set_dir: Path, rel: str, expected_sha256: str) -> Path:
-    """Return `set_dir/rel` after checking its sha256 against the manifest."""
-    path = set_dir / rel
-    if not path.is_file():
-        raise ArtifactError(f"{path}: missing artifact file listed in the manifest")
-    actual = sha256_file(path)
-    if actual != expected_sha256:
-        raise ArtifactError(
-            f"{path}: sha256 mismatch (manifest {expected_sha256[:12]}…, file {actual[:12]}…); "
-            "the artifact set is corrupt or was edited: retrain or restore it"
-        )
-    return path
 
 
 def publish_dir(staging: Path, target: Path) -> None:

@@ -169,7 +169,8 @@ def test_sherman_morrison_keeps_the_exact_inverse():
     e0 = rng.normal(size=(20, d))
     a = np.eye(d) + e0.T @ e0
     heads = {"x": SimpleNamespace(a_inv=np.linalg.inv(a).astype(np.float32), quality=None, length=None)}
-    arts = SimpleNamespace(heads=heads, features=None, manifest={}, embed=lambda e: np.asarray(e, np.float32))
+    arts = SimpleNamespace(heads=heads, features=None, manifest=SimpleNamespace(heads={}),
+                           embed=lambda e: np.asarray(e, np.float32))
     model = OnlineModel(base="t")
     for _ in range(15):
         e = rng.normal(size=d).astype(np.float32)

@@ -7,7 +7,7 @@ from mixllm_cli.artifacts import load_head, save_head
 from mixllm_cli.core.heads import LENGTH, QUALITY, ConstantHead
 
 sklearn = pytest.importorskip("sklearn")
-from mixllm_cli.training.pipeline import fit_head, fold_ids, out_of_fold
+from mixllm_cli.training.fitters import fit_head, fold_ids, out_of_fold
 
 
 @pytest.fixture(scope="module")

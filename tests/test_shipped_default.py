@@ -31,11 +31,11 @@ def test_every_listed_file_verifies_and_every_llm_has_heads():
     s = load_artifact_set(shipped_artifacts_dir())
     assert set(s.heads) == set(cat.ids)
     m = s.manifest
-    assert m["catalogue_fingerprint"] == cat.fingerprint()
-    assert m["reference_llm"] == "gpt-4-1106-preview"
-    assert {"python", "numpy", "scikit-learn", "onnxruntime"} <= set(m["versions"])
+    assert m.catalogue_fingerprint == cat.fingerprint()
+    assert m.reference_llm == "gpt-4-1106-preview"
+    assert {"python", "numpy", "scikit-learn", "onnxruntime"} <= set(m.versions)
     encoder = json.loads((shipped_artifacts_dir() / "encoder" / "encoder.json").read_text())
-    assert m["encoder"]["files"] == encoder["files"]
+    assert m.encoder.files == encoder["files"]
     lams = [s.presets[b].lam for b in ("very-low", "low", "medium", "high")]
     assert lams == sorted(lams)
 

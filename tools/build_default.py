@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mixllm_cli.catalogue import load_catalogue
-from mixllm_cli.training.pipeline import DEFAULT_FAMILIES, TAGS_DEFAULT, train_offline
+from mixllm_cli.training.fitters import DEFAULT_FAMILIES
+from mixllm_cli.training.pipeline import TAGS_DEFAULT, train_offline
 
 
 def main() -> None:

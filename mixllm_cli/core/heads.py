@@ -2,7 +2,7 @@
 
 Each LLM has a quality head (predicted probability that the answer is good, in [0, 1]) and a
 response-length head (predicted response tokens). Heads are fitted with scikit-learn at training
-time (`training.py`) and exported to the small classes below, so loading and routing never
+time (`training/fitters.py`) and exported to the small classes below, so loading and routing never
 import scikit-learn (it costs ~1 s of start-up). Each head is saved as one joblib file; the
 artifact manifest holds its sha256, checked before `joblib.load` (a joblib file is code).
 """
@@ -16,6 +16,11 @@ import numpy as np
 QUALITY = "quality"
 LENGTH = "length"
 HEAD_KINDS = (QUALITY, LENGTH)
+
+# The linear heads' objectives, shared by the offline fit (training) and online refits (learning).
+LOGISTIC_C = 0.3  # inverse regularisation of the logistic quality heads, chosen on training folds (docs/HEADS.md)
+RIDGE_ALPHA = 1.0  # L2 penalty of the ridge length heads (on log1p tokens)
+MIN_OUTCOMES = 20  # fewer outcomes than this: a constant prior instead of a fitted head
 
 
 def _finish(kind: str, raw: np.ndarray) -> np.ndarray:

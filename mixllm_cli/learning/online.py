@@ -44,13 +44,16 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.heads import LinearHead
+from ..core.heads import LOGISTIC_C, MIN_OUTCOMES, RIDGE_ALPHA, LinearHead
 from ..files import atomic_write_bytes
-from ..training.pipeline import LOGISTIC_C, MIN_OUTCOMES, RIDGE_ALPHA
+
+if TYPE_CHECKING:
+    from ..artifacts import ArtifactSet
+    from ..manifest import FileEntry
 
 SNAPSHOT = Path("online") / "snapshot.npz"
 REFIT_MIN = 32
@@ -168,19 +171,19 @@ class OnlineModel:
 
     # ---------------------------------------------------------------- learning
 
-    def apply(self, event: dict[str, Any], artifacts: Any) -> None:
+    def apply(self, event: dict[str, Any], artifacts: ArtifactSet) -> None:
         """Fold one feedback event (joined with its decision) into the model. Heads are refitted
         later, by `refit_due`, when enough outcomes have gathered."""
         llm = event["llm"]
         e = artifacts.embed(np.frombuffer(event["embedding"], dtype=np.float32)[None, :])[0].astype(np.float64)
         c = self.counts.setdefault(llm, {"refined": 0, "binary": 0})
-        meta = artifacts.manifest.get("heads", {}).get(llm)
-        if meta is not None and self.derived_from.get(llm) != meta["quality"]["sha256"]:
+        meta = artifacts.manifest.heads.get(llm)
+        if meta is not None and self.derived_from.get(llm) != meta.quality.sha256:
             # First feedback for these heads (or the LLM was removed and added again): start its
             # online state from the current offline heads, never from an earlier incarnation's.
             self.heads.pop(llm, None)
             self.a_inv.pop(llm, None)
-            self.derived_from[llm] = meta["quality"]["sha256"]
+            self.derived_from[llm] = meta.quality.sha256
             self.refit.pop(llm, None)
         if meta is not None and llm not in self.refit:
             self.refit[llm] = {"after_seq": int(event["seq"]) - 1, "outcomes": 0, "fitted": 0, "refits": 0}
@@ -202,23 +205,23 @@ class OnlineModel:
                 n = sum(v["binary"] for v in self.counts.values())
                 self.baseline += (r - self.baseline) / max(n, 1)
 
-    def refit_due(self, artifacts: Any) -> list[str]:
+    def refit_due(self, artifacts: ArtifactSet) -> list[str]:
         """LLMs with at least REFIT_MIN new outcomes and REFIT_GROWTH more rows than at their last fit
         (none unless refits are switched on: `refits_enabled`)."""
         if not refits_enabled():
             return []
         due = []
         for llm, r in self.refit.items():
-            meta = artifacts.manifest.get("heads", {}).get(llm)
+            meta = artifacts.manifest.heads.get(llm)
             if meta is None or llm not in artifacts.heads:
                 continue
-            n_offline = int(meta["ainv"].get("n_train", 0))
+            n_offline = int(meta.ainv.n_train)
             new = r["outcomes"] - r["fitted"]
             if new >= max(REFIT_MIN, REFIT_GROWTH * (n_offline + r["fitted"])):
                 due.append(llm)
         return due
 
-    def refit_heads(self, llm: str, artifacts: Any, store: Any, offline: OfflineRows) -> None:
+    def refit_heads(self, llm: str, artifacts: ArtifactSet, store: Any, offline: OfflineRows) -> None:
         """Refit the LLM's linear heads on its offline rows plus every outcome logged for it."""
         from ..core.features import build_features
         from ..core.optim import refit_linear
@@ -299,17 +302,16 @@ class OnlineModel:
         return model
 
 
-def base_identity(artifacts: Any) -> str:
+def base_identity(artifacts: ArtifactSet) -> str:
     """What a snapshot builds on: the artifact manifest's training run (unchanged by add/remove)."""
     m = artifacts.manifest
-    ident = json.dumps([m.get("training_data"), m.get("seed"), m.get("families"), m.get("created_by")],
-                       sort_keys=True)
+    ident = json.dumps([m.training_data.to_json(), m.seed, m.families, m.created_by], sort_keys=True)
     import hashlib
 
     return hashlib.sha256(ident.encode()).hexdigest()
 
 
-def load_snapshot(home: Path, artifacts: Any, store: Any = None) -> OnlineModel | None:
+def load_snapshot(home: Path, artifacts: ArtifactSet, store: Any = None) -> OnlineModel | None:
     """The home's snapshot file, or the store's when it shares one between replicas (PostgreSQL)."""
     if store is not None and store.shares_snapshot:
         data = store.read_snapshot()
@@ -341,22 +343,21 @@ class OfflineRows:
     def __init__(self) -> None:
         self._cache: dict[str, tuple[np.ndarray, Any]] = {}
 
-    def for_llm(self, llm: str, artifacts: Any) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    def for_llm(self, llm: str, artifacts: ArtifactSet) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         """(features, quality, response tokens) of the LLM's offline rows; (None, [], []) without any."""
         from ..core.features import build_features
-        from ..files import verified_path
         from ..training_rows import load_training_rows
 
-        manifest = artifacts.manifest
-        entry = manifest.get("heads", {}).get(llm, {}).get("rows")
+        heads = artifacts.manifest.heads.get(llm)
+        entry: FileEntry | None = heads.rows if heads is not None else None
         if entry is None:
-            shared = manifest.get("training_rows")
-            if not shared or llm not in shared.get("llms", []):
+            shared = artifacts.manifest.training_rows
+            if shared is None or llm not in shared.llms:
                 return None, np.zeros(0), np.zeros(0)
             entry = shared
-        key = entry["file"]
+        key = entry.file
         if key not in self._cache:
-            rows = load_training_rows(verified_path(artifacts.path, entry["file"], entry["sha256"]))
+            rows = load_training_rows(entry.verify(artifacts.path))
             x = build_features(artifacts.embed(rows.embeddings), rows.token_ids, artifacts.features)
             self._cache[key] = (x, rows)
         x, rows = self._cache[key]
@@ -364,7 +365,7 @@ class OfflineRows:
         return x, quality, tokens
 
 
-def catch_up(home: Path, artifacts: Any, store: Any, rebuild: bool = False) -> dict[str, Any]:
+def catch_up(home: Path, artifacts: ArtifactSet, store: Any, rebuild: bool = False) -> dict[str, Any]:
     """Fold every logged event the snapshot has not seen (all of them with `rebuild`)."""
     model = None if rebuild else load_snapshot(home, artifacts, store)
     if model is None:
