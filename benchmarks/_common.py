@@ -58,7 +58,8 @@ def train_study() -> TrainStudy:
     from mixllm_cli.core.features import build_features, fit_feature_spec
     from mixllm_cli.core.heads import LENGTH
     from mixllm_cli.dataset import read_dataset
-    from mixllm_cli.training.pipeline import fold_ids, out_of_fold, outcome_table
+    from mixllm_cli.training.fitters import fold_ids, out_of_fold
+    from mixllm_cli.training.pipeline import outcome_table
 
     cat = load_catalogue(ROOT / "models.yaml")
     t = outcome_table(read_dataset(ROOT / "data/routerbench/train.jsonl"), list(cat.ids))

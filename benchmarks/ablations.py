@@ -10,7 +10,7 @@ Variants (all trained on data/routerbench/train.jsonl, evaluated on test.jsonl):
 - `quality-rf`, `quality-mlp`, `quality-knn`: another quality-head family (length stays ridge);
 - `no-tags` / `tags`: the general vs the tag-enhanced embedding, when the artifact set has tags.
 Each variant is swept over 50 λ without waiting time and as a stream at 10 queries/s with τ = 30 s
-(mixllm_cli.evaluation.replay.sweep); cells are AIQ over cost shares [0, 1], % of always-GPT-4's quality
+(mixllm_cli.evaluation.sweep.sweep); cells are AIQ over cost shares [0, 1], % of always-GPT-4's quality
 at 20% of its cost, and the `medium` preset's quality / cost. Retrained variants take 1–4 min each.
 """
 
@@ -28,7 +28,7 @@ from _common import OUT, ROOT
 from mixllm_cli.artifacts import load_artifact_set
 from mixllm_cli.catalogue import load_catalogue
 from mixllm_cli.dataset import read_dataset
-from mixllm_cli.evaluation.replay import sweep
+from mixllm_cli.evaluation.sweep import sweep
 from mixllm_cli.routing.router import Router
 from mixllm_cli.training.pipeline import train_offline
 

@@ -23,7 +23,9 @@ from mixllm_cli.core.decision import route_indices
 from mixllm_cli.core.features import build_features, fit_feature_spec
 from mixllm_cli.core.heads import LENGTH, QUALITY
 from mixllm_cli.dataset import read_dataset
-from mixllm_cli.training.pipeline import LAMBDA_GRID, fold_ids, out_of_fold, outcome_table
+from mixllm_cli.training.fitters import fold_ids, out_of_fold
+from mixllm_cli.training.pipeline import outcome_table
+from mixllm_cli.training.presets import LAMBDA_GRID
 
 
 def frontier(q_pred, c_pred, quality, cost, ref, caps=(0.10, 0.20, 0.25)):
@@ -41,7 +43,7 @@ def frontier(q_pred, c_pred, quality, cost, ref, caps=(0.10, 0.20, 0.25)):
 
 def choices(table, enc, x, folds, p_in, p_out, scale, ref, L):
     """The two choices behind the shipped default: logistic C, and which length head prices queries."""
-    from mixllm_cli.training.pipeline import LOGISTIC_C
+    from mixllm_cli.core.heads import LOGISTIC_C
 
     caps = (0.10, 0.15, 0.20, 0.25, 0.30)
     head = "| {} | Brier | " + " | ".join(f"≤{int(c * 100)}% cost" for c in caps) + " |"

@@ -3,7 +3,7 @@
     python benchmarks/compare_routers.py [--write docs/out.md] [--plot-dir benchmarks/out]
 
 The same harness as `mixllm evaluate data/routerbench/test.jsonl --sweep --baselines-from
-data/routerbench/train.jsonl` (mixllm_cli.evaluation.replay.sweep), run twice:
+data/routerbench/train.jsonl` (mixllm_cli.evaluation.sweep.sweep), run twice:
 1. without waiting time (every answer counts);
 2. with the time constraint: the split replayed as a stream at 10 queries/s, τ = 30 s, each LLM
    serving `slots` calls at once with service times from the recorded response tokens; an answer
@@ -27,7 +27,7 @@ from pathlib import Path
 from _common import OUT, ROOT
 
 from mixllm_cli.dataset import read_dataset
-from mixllm_cli.evaluation.replay import sweep
+from mixllm_cli.evaluation.sweep import sweep
 from mixllm_cli.output import sweep_markdown
 from mixllm_cli.routing.router import Router
 

@@ -41,7 +41,7 @@ from compare_heads import frontier
 
 from mixllm_cli.core.features import build_features
 from mixllm_cli.core.heads import QUALITY
-from mixllm_cli.training.pipeline import fit_head, out_of_fold
+from mixllm_cli.training.fitters import fit_head, out_of_fold
 
 sys.path.insert(0, str(ROOT / "tools"))
 from build_encoder import (

@@ -21,7 +21,7 @@ from _common import REF, emit, train_study
 from compare_heads import frontier
 
 from mixllm_cli.core.heads import QUALITY
-from mixllm_cli.training.pipeline import out_of_fold
+from mixllm_cli.training.fitters import out_of_fold
 
 CAPS = (0.10, 0.15, 0.20, 0.25)
 

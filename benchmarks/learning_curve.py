@@ -38,10 +38,12 @@ from compare_heads import frontier
 from mixllm_cli.catalogue import load_catalogue
 from mixllm_cli.core.decision import route_indices
 from mixllm_cli.core.features import build_features, fit_feature_spec
-from mixllm_cli.core.heads import LENGTH, QUALITY
+from mixllm_cli.core.heads import LENGTH, LOGISTIC_C, QUALITY
 from mixllm_cli.dataset import read_dataset
 from mixllm_cli.evaluation.frontier import quality_at_cost
-from mixllm_cli.training.pipeline import LAMBDA_GRID, LOGISTIC_C, fit_head, fold_ids, outcome_table
+from mixllm_cli.training.fitters import fit_head, fold_ids
+from mixllm_cli.training.pipeline import outcome_table
+from mixllm_cli.training.presets import LAMBDA_GRID
 
 CAPS = (0.10, 0.15, 0.20, 0.25)
 FRACTIONS = (0.25, 0.50, 0.75, 1.0)

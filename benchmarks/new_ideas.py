@@ -28,8 +28,9 @@ from _common import REF, emit, train_study
 from compare_heads import frontier
 
 from mixllm_cli.core.decision import route_indices
-from mixllm_cli.core.heads import QUALITY
-from mixllm_cli.training.pipeline import LAMBDA_GRID, LOGISTIC_C, out_of_fold
+from mixllm_cli.core.heads import LOGISTIC_C, QUALITY
+from mixllm_cli.training.fitters import out_of_fold
+from mixllm_cli.training.presets import LAMBDA_GRID
 
 CAPS = (0.10, 0.15, 0.20, 0.25)
 

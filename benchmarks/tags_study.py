@@ -43,7 +43,8 @@ from mixllm_cli.core.tagging import TagSettings, fit_tag_pipeline
 from mixllm_cli.dataset import read_dataset
 from mixllm_cli.evaluation.frontier import curve, lambda_grid
 from mixllm_cli.routing.router import Router
-from mixllm_cli.training.pipeline import fold_ids, out_of_fold, outcome_table, train_offline
+from mixllm_cli.training.fitters import fold_ids, out_of_fold
+from mixllm_cli.training.pipeline import outcome_table, train_offline
 
 TRAIN = ROOT / "data/routerbench/train.jsonl"
 TEST = ROOT / "data/routerbench/test.jsonl"

@@ -8,6 +8,8 @@ import re
 import numpy as np
 import pytest
 
+from mixllm_cli.core import tag_domains as D
+from mixllm_cli.core import tag_phrases as P
 from mixllm_cli.core import tagging as T
 
 FEW_SHOT = (
@@ -32,19 +34,19 @@ def is_ngram_of(phrase, text):
 
 
 def test_candidates_are_ngrams_of_the_question_block():
-    cands = T.candidate_ngrams(FEW_SHOT)
-    block = T.question_block(FEW_SHOT)
+    cands = P.candidate_ngrams(FEW_SHOT)
+    block = P.question_block(FEW_SHOT)
     assert block.startswith("Why does a plastic rod")
     assert cands and all(is_ngram_of(c, block) for c in cands)
     assert "plastic rod" in cands and "negative charge" in cands
-    assert not any(c.split()[0] in T.STOPWORDS or c.split()[-1] in T.STOPWORDS for c in cands)
+    assert not any(c.split()[0] in P.STOPWORDS or c.split()[-1] in P.STOPWORDS for c in cands)
     assert "leg warmers" not in cands  # an earlier few-shot example is not the question
-    assert not any(len(c.split()) > T.MAX_NGRAM for c in cands)
+    assert not any(len(c.split()) > P.MAX_NGRAM for c in cands)
 
 
 def test_candidates_skip_names_and_never_span_a_line():
     q = "Brian always tried to work harder than Kenneth, because Kenneth was lazy.\nA) Brian\nB) Kenneth"
-    cands = T.candidate_ngrams(q)
+    cands = P.candidate_ngrams(q)
     assert "kenneth" not in cands and not any("kenneth" in c for c in cands)
     assert "lazy" in cands
     assert not any("lazy brian" in c for c in cands)
@@ -52,15 +54,15 @@ def test_candidates_skip_names_and_never_span_a_line():
 
 def test_vocabulary_drops_one_off_phrases_and_boilerplate():
     cands = [["boilerplate", "rare"]] + [["boilerplate", "common"]] * 4 + [["boilerplate"]] * 95
-    vocab = T.tag_vocabulary(cands, min_df=3, max_df_share=0.05)
+    vocab = P.tag_vocabulary(cands, min_df=3, max_df_share=0.05)
     assert vocab == ["common"]
 
 
 def test_pick_tags_takes_the_closest_and_skips_nested_phrases():
     cands = ["plastic rod", "rod", "fur", "charge"]
     emb = np.array([[1.0, 0, 0], [0.99, 0.14, 0], [0, 1.0, 0], [0.6, 0.8, 0]])
-    assert T.pick_tags(cands, emb, np.array([1.0, 0, 0]), n=2) == ["plastic rod", "charge"]
-    assert T.pick_tags([], np.zeros((0, 3)), np.ones(3)) == []
+    assert P.pick_tags(cands, emb, np.array([1.0, 0, 0]), n=2) == ["plastic rod", "charge"]
+    assert P.pick_tags([], np.zeros((0, 3)), np.ones(3)) == []
 
 
 def fake_embed(texts):
@@ -81,7 +83,7 @@ def test_derived_tags_are_ngrams_of_the_query_plus_the_task():
                              settings=T.TagSettings(max_iter=5, k_grid=(2, 3)))
     for q, task, tags in zip(queries, tasks, run.tags):
         assert tags[-1] == task
-        assert 1 <= len(tags) - 1 <= T.TAGS_PER_QUERY
+        assert 1 <= len(tags) - 1 <= P.TAGS_PER_QUERY
         assert all(is_ngram_of(t, q) for t in tags[:-1])
     assert run.report["tag_source"] == {"given": 0, "derived": len(queries)}
     assert run.model.domains.k in (2, 3) and len(run.domains) == len(queries)
@@ -116,13 +118,13 @@ def blobs(k, n_per=30, d=16, seed=0, spread=0.08):
 @pytest.mark.parametrize("k", [3, 5, 8])
 def test_choose_k_finds_the_number_of_clusters(k):
     x, _ = blobs(k)
-    best, scores = T.choose_k(x, x, grid=(2, 3, 4, 5, 6, 8, 10))
+    best, scores = D.choose_k(x, x, grid=(2, 3, 4, 5, 6, 8, 10))
     assert best == k, scores
 
 
 def test_kmeans_recovers_the_clusters():
     x, truth = blobs(4)
-    _, labels, _ = T.spherical_kmeans(x, 4, seed=3)
+    _, labels, _ = D.spherical_kmeans(x, 4, seed=3)
     # the same partition up to renaming
     assert len({(a, b) for a, b in zip(truth, labels)}) == 4
 
@@ -130,15 +132,15 @@ def test_kmeans_recovers_the_clusters():
 def test_choose_k_refuses_domains_too_small_to_learn():
     x, _ = blobs(6, n_per=30)
     queries = np.repeat(x[:30], 10, axis=0)  # every query sits in the first cluster
-    best, scores = T.choose_k(x, queries, grid=(2, 4, 6))
+    best, scores = D.choose_k(x, queries, grid=(2, 4, 6))
     assert all(scores[k]["smallest_domain"] == 0 for k in (2, 4, 6))
     assert best == 2  # nothing qualifies: the smallest k
 
 
 def test_silhouette_is_high_for_separated_and_low_for_random_labels():
     x, truth = blobs(3)
-    assert T.silhouette(x, truth) > 0.5
-    assert abs(T.silhouette(x, np.random.default_rng(0).integers(0, 3, len(x)))) < 0.1
+    assert D.silhouette(x, truth) > 0.5
+    assert abs(D.silhouette(x, np.random.default_rng(0).integers(0, 3, len(x)))) < 0.1
 
 
 # ---------------------------------------------------------------- through the product
@@ -269,7 +271,7 @@ def test_add_llm_to_a_tags_set_uses_its_projection(tags_home, cli, tmp_path):
 
     from mixllm_cli.artifacts import load_artifact_set
     from mixllm_cli.core.encoder import Encoder
-    from mixllm_cli.training.pipeline import a_inverse
+    from mixllm_cli.training.fitters import a_inverse
     from mixllm_cli.training_rows import load_training_rows
 
     data = tmp_path / "newbie.jsonl"

@@ -52,7 +52,7 @@ class Scores:
 def check_lambda(lam: float) -> float:
     lam = float(lam)
     if not np.isfinite(lam) or lam < 0:
-        raise UsageError(f"--lambda: must be a finite number >= 0 (got {lam})")
+        raise UsageError(f"must be a finite number >= 0 (got {lam})", param="lambda")
     return lam
 
 

@@ -1,6 +1,6 @@
 """The tag-enhanced embedding: a projection on top of the frozen encoder, trained with MixLLM's losses.
 
-Given each training query's domain (tags.py), the projection is trained so that queries gather
+Given each training query's domain (tagging.py), the projection is trained so that queries gather
 around their domain's centre and the centres stay apart (MixLLM, eqs. for L_intra and L_inter):
 
     ẑ_i = normalise(e_i + e_i·W)         ("residual": W is d×d, W = 0 is the general embedding)
@@ -17,7 +17,7 @@ embedding told them beyond the domain (without it the intra loss would collapse 
 a point). Every setting is chosen on a validation split of train (docs/TAGS.md).
 
 The analytic gradient is checked against finite differences in tests/test_projection.py; the
-optimiser is the numpy L-BFGS of refit.py (full batch, deterministic). numpy only.
+optimiser is the numpy L-BFGS of optim.py (full batch, deterministic). numpy only.
 """
 
 from __future__ import annotations
@@ -119,7 +119,9 @@ def losses(problem: Problem, theta: np.ndarray) -> dict[str, float]:
 
 
 def loss_and_grad(problem: Problem, theta: np.ndarray) -> tuple[float, np.ndarray]:
+    """The total loss at θ and its gradient (what L-BFGS minimises)."""
     grad, parts = _loss_grad(problem, theta, with_grad=True)
+    assert grad is not None  # with_grad=True always computes it
     return parts["total"], grad
 
 

@@ -34,11 +34,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import DataError
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 DEFAULT_SHARES = (0.10, 0.15, 0.20, 0.25, 0.50)
 DEFAULT_TARGETS = (0.90, 0.95, 1.00)
@@ -54,7 +57,7 @@ def lambda_grid(n: int = 50, lo: float = 1e-6, hi: float = 1e6) -> np.ndarray:
     return np.logspace(np.log10(lo), np.log10(hi), n)
 
 
-def _as_points(points: Any) -> np.ndarray:
+def _as_points(points: ArrayLike) -> np.ndarray:
     """The finite (cost, quality) rows of `points` as a float array of shape (k, 2); DataError if none."""
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim == 1 and pts.size == 2:
@@ -72,7 +75,7 @@ def _cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float((a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]))
 
 
-def nondecreasing_hull(points: Any) -> np.ndarray:
+def nondecreasing_hull(points: ArrayLike) -> np.ndarray:
     """The vertices (k, 2), sorted by cost, of the non-decreasing upper convex hull (module docstring)."""
     pts = _as_points(points)
     order = np.lexsort((-pts[:, 1], pts[:, 0]))  # by cost, then highest quality first
@@ -97,7 +100,7 @@ def _value(hull: np.ndarray, c: np.ndarray) -> np.ndarray:
     return np.where(c < hull[0, 0], np.nan, v)
 
 
-def aiq(points: Any, cost_range: tuple[float, float] = DEFAULT_COST_RANGE) -> float:
+def aiq(points: ArrayLike, cost_range: tuple[float, float] = DEFAULT_COST_RANGE) -> float:
     """Average quality share of the hull over `cost_range`, counting 0 below the cheapest point."""
     c_min, c_max = (float(v) for v in cost_range)
     if not (np.isfinite(c_min) and np.isfinite(c_max) and c_max > c_min):
@@ -113,7 +116,7 @@ def aiq(points: Any, cost_range: tuple[float, float] = DEFAULT_COST_RANGE) -> fl
     return area / (c_max - c_min)
 
 
-def quality_at_cost(points: Any, shares: Sequence[float] = DEFAULT_SHARES) -> dict[float, float | None]:
+def quality_at_cost(points: ArrayLike, shares: Sequence[float] = DEFAULT_SHARES) -> dict[float, float | None]:
     """h(s) for each cost share s: the best quality share a mix of the swept policies reaches at cost s.
 
     None where s is below the cheapest point's cost (nothing that cheap was observed).
@@ -123,7 +126,7 @@ def quality_at_cost(points: Any, shares: Sequence[float] = DEFAULT_SHARES) -> di
     return {float(s): (None if np.isnan(v) else float(v)) for s, v in zip(shares, vals)}
 
 
-def cost_to_reach(points: Any, targets: Sequence[float] = DEFAULT_TARGETS) -> dict[float, float | None]:
+def cost_to_reach(points: ArrayLike, targets: Sequence[float] = DEFAULT_TARGETS) -> dict[float, float | None]:
     """The least cost share c with h(c) ≥ t for each quality target t; None if the hull never reaches t.
 
     A target at or below the cheapest point's quality costs that point's cost; otherwise it is
@@ -174,7 +177,7 @@ class Curve:
         }
 
 
-def curve(name: str, points: Any, cost_range: tuple[float, float] = DEFAULT_COST_RANGE,
+def curve(name: str, points: ArrayLike, cost_range: tuple[float, float] = DEFAULT_COST_RANGE,
           shares: Sequence[float] = DEFAULT_SHARES, targets: Sequence[float] = DEFAULT_TARGETS) -> Curve:
     """Build the `Curve` of `points`: hull, AIQ over `cost_range`, quality at `shares`, cost to `targets`."""
     pts = _as_points(points)

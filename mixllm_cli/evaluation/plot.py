@@ -18,7 +18,7 @@ def sweep_plot(report: dict[str, Any], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UsageError("--plot: needs matplotlib (pip install 'mixllm[plot]')") from None
+        raise UsageError("needs matplotlib (pip install 'mixllm[plot]')", param="plot") from None
     fig, ax = plt.subplots(figsize=(9, 6))
     for cv in report["curves"]:
         pts = cv["points"]

@@ -1,4 +1,5 @@
-"""Replay a labelled split: the router at each budget beside single LLMs and the oracle.
+"""Replay a labelled split: the router at each budget beside single LLMs and the oracle, at once
+or as a stream with waiting times (the λ sweep and the learned baselines are in sweep.py).
 
 Quality is the recorded outcome of the LLM a policy picks; cost is that call's real USD cost.
 Every row is scored. A call whose quality was not recorded (RouterBench has 62 such cells in
@@ -9,14 +10,24 @@ The report says how many rows hold such a cell.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, UsageError
 from ..training.pipeline import outcome_table
+
+if TYPE_CHECKING:
+    from ..core.latency import LatencyEstimate
+    from ..dataset import Record
+    from ..routing.results import Predictions
+    from ..routing.router import Router
+
+# choose(i, waits) -> the LLM index query i is sent to, given each LLM's current wait (s)
+Choose = Callable[[int, np.ndarray], int]
 
 
 @dataclass(frozen=True)
@@ -60,8 +71,8 @@ def oracle_indices(quality: np.ndarray, cost: np.ndarray) -> np.ndarray:
     return np.where(quality >= best_q, cost, np.inf).argmin(axis=1)
 
 
-def evaluate(router: Any, records: Sequence[Any], lambdas: dict[str, float] | None = None,
-             cache: Any = None) -> dict[str, Any]:
+def evaluate(router: Router, records: Sequence[Record], lambdas: dict[str, float] | None = None,
+             cache: Path | None = None) -> dict[str, Any]:
     """Score the router's presets (or the given named λ values) and the baselines on `records`;
     `cache` is an embedding-cache folder (embcache) or None."""
     llm_ids = list(router.llm_ids)
@@ -98,8 +109,6 @@ def evaluate(router: Any, records: Sequence[Any], lambdas: dict[str, float] | No
 
 def parse_rate(text: str) -> float:
     """'10/s', '10', '600/min' → queries per second."""
-    from ..errors import UsageError
-
     raw = text.strip().lower()
     unit = 1.0
     for suffix, scale in (("/s", 1.0), ("/min", 1 / 60), ("/h", 1 / 3600)):
@@ -111,11 +120,11 @@ def parse_rate(text: str) -> float:
     except ValueError:
         value = -1.0
     if not value > 0 or not np.isfinite(value):
-        raise UsageError(f"--rate: must be a positive rate like 10/s (got {text!r})")
+        raise UsageError(f"must be a positive rate like 10/s (got {text!r})", param="rate")
     return value
 
 
-def arrival_times(records: Sequence[Any], rate_per_s: float | None) -> np.ndarray:
+def arrival_times(records: Sequence[Record], rate_per_s: float | None) -> np.ndarray:
     """Each record's `arrival_s` if every record has one, else evenly spaced at `rate_per_s`."""
     given = [r.arrival_s for r in records]
     if all(a is not None for a in given):
@@ -125,8 +134,9 @@ def arrival_times(records: Sequence[Any], rate_per_s: float | None) -> np.ndarra
     return np.arange(len(records)) / rate_per_s
 
 
-def simulate(choose: Any, arrivals: np.ndarray, quality: np.ndarray, cost: np.ndarray, response_tokens: np.ndarray,
-             llm_ids: Sequence[str], estimates: Sequence[Any], slots: Sequence[int], tolerance_s: float) -> dict[str, Any]:
+def simulate(choose: Choose, arrivals: np.ndarray, quality: np.ndarray, cost: np.ndarray,
+             response_tokens: np.ndarray, llm_ids: Sequence[str], estimates: Sequence[LatencyEstimate],
+             slots: Sequence[int], tolerance_s: float) -> dict[str, Any]:
     """Replay a stream on a simulated clock. `choose(i, waits) -> j` picks the LLM of query i.
 
     Service times come from the recorded response tokens; a query that waits longer than the
@@ -152,13 +162,14 @@ def simulate(choose: Any, arrivals: np.ndarray, quality: np.ndarray, cost: np.nd
             "wait_p95_s": float(np.percentile(waited, 95)), "wait_max_s": float(waited.max())}
 
 
-def evaluate_stream(router: Any, records: Sequence[Any], *, rate_per_s: float | None, tolerance_s: float = 30.0,
-                    lambdas: dict[str, float] | None = None, penalty: bool = True,
-                    strict: bool = False, preds: Any = None, cache: Any = None) -> dict[str, Any]:
+def evaluate_stream(router: Router, records: Sequence[Record], *, rate_per_s: float | None,
+                    tolerance_s: float = 30.0, lambdas: dict[str, float] | None = None, penalty: bool = True,
+                    strict: bool = False, preds: Predictions | None = None,
+                    cache: Path | None = None) -> dict[str, Any]:
     """The router at each budget and the baselines, replayed as a stream under a waiting tolerance."""
     from dataclasses import replace
 
-    from ..routing.router import WaitPolicy
+    from ..routing.request import WaitPolicy
 
     llm_ids = list(router.llm_ids)
     table = outcome_table(records, llm_ids)
@@ -174,7 +185,7 @@ def evaluate_stream(router: Any, records: Sequence[Any], *, rate_per_s: float | 
     weights = replace(router.weights, tolerance_s=tolerance_s, beta=router.weights.beta if penalty else 0.0)
     ref_q, ref_c = quality[:, best].sum(), cost[:, best].sum()
 
-    def run(name: str, choose: Any) -> dict[str, Any]:
+    def run(name: str, choose: Choose) -> dict[str, Any]:
         sim = simulate(choose, arrivals, quality, cost, table.response_tokens, llm_ids, estimates, slots, tolerance_s)
         counts = np.bincount(sim["picks"], minlength=len(llm_ids))
         return {"policy": name, "mean_quality": round(float(sim["quality"].mean()), 6),
@@ -186,7 +197,7 @@ def evaluate_stream(router: Any, records: Sequence[Any], *, rate_per_s: float | 
 
     policy = WaitPolicy(tolerance_s=tolerance_s, strict=strict)
 
-    def router_choice(lam: float) -> Any:
+    def router_choice(lam: float) -> Choose:
         return lambda i, waits: router.choose_one(preds, i, waits, lam, weights, policy)[0]
 
     if lambdas is None:
@@ -198,113 +209,3 @@ def evaluate_stream(router: Any, records: Sequence[Any], *, rate_per_s: float | 
     return {"rows": len(records), "best_llm": llm_ids[best], "tolerance_s": tolerance_s, "penalty": penalty,
             "strict_wait": strict, "rate_per_s": rate_per_s, "results": results,
             "note": "percentages are of the best LLM's quality and cost with no waiting constraint"}
-
-
-# ---------------------------------------------------------------- the λ sweep and the baselines
-
-
-def sweep(router: Any, records: Sequence[Any], *, n_lambdas: int = 50, train_records: Sequence[Any] | None = None,
-          cache: Any = None, rate_per_s: float | None = None, tolerance_s: float = 30.0, penalty: bool = True,
-          progress: Any = None) -> dict[str, Any]:
-    """The router's quality–cost curve over `n_lambdas` log-spaced λ in [1e-6, 1e6], its presets as
-    points, and the baselines' curves on the same split and the same features.
-
-    Without `train_records` only the baselines that need no training are shown (each single LLM,
-    their hull, the oracle); with it, every baseline of `baselines.default_baselines` is fitted on
-    the training records (scikit-learn needed). With `rate_per_s` the router's points are stream
-    replays under the waiting tolerance (as `evaluate_stream`); the baselines ignore waiting.
-    """
-    from dataclasses import replace
-
-    from ..evaluation import baselines as bl
-    from ..routing.router import WaitPolicy
-    from .frontier import curve, lambda_grid
-
-    if n_lambdas < 2:
-        from ..errors import UsageError
-
-        raise UsageError(f"--lambdas: need at least 2 values (got {n_lambdas})")
-    llm_ids = list(router.llm_ids)
-    table = outcome_table(records, llm_ids)
-    if np.isnan(table.cost_usd).any():
-        raise DataError("every LLM of the pool needs an outcome with a cost to evaluate")
-    quality, cost = table.quality, table.cost_usd
-    preds = router.predict(table.queries, cache)
-    ref = bl.reference_llm(quality)
-    lams = lambda_grid(n_lambdas)
-
-    replay = None
-    if rate_per_s is None:
-        def outcome(lam: float) -> Any:
-            return bl.picks_outcome(lam, router.decide(preds, lam)[0], quality, cost)
-    else:
-        arrivals = arrival_times(records, rate_per_s)
-        est_map = router.latency_defaults()
-        weights = replace(router.weights, tolerance_s=tolerance_s, beta=router.weights.beta if penalty else 0.0)
-        policy = WaitPolicy(tolerance_s=tolerance_s)
-        q0 = np.nan_to_num(quality, nan=0.0)
-
-        def replayed(param: float, choose: Any) -> Any:
-            sim = simulate(choose, arrivals, q0, cost, table.response_tokens, llm_ids, [est_map[i] for i in llm_ids],
-                           router.slots, tolerance_s)
-            return bl.Outcome(param, sim["quality"], sim["cost"])
-
-        def outcome(lam: float) -> Any:
-            return replayed(lam, lambda i, w: router.choose_one(preds, i, w, lam, weights, policy)[0])
-
-        def replay(b: Any, x: np.ndarray) -> Any:
-            """Baselines that pick one LLM per query are replayed through the same queues (they do
-            not look at waits); the others are reported as swept, marked."""
-            if type(b).sweep is not bl.Baseline.sweep:
-                return f"{b.name} (waits not simulated)", b.sweep(x, quality, cost)
-            params = b.default_params()
-            return b.name, [replayed(p, lambda i, w, idx=idx: int(idx[i])) for p, idx in zip(params, b.route(x, params))]
-
-    mixllm = [outcome(lam) for lam in lams]
-    presets = {name: outcome(p.lam) for name, p in router.artifacts.presets.items()}
-    ref_q, ref_c = float(np.nan_to_num(quality[:, ref]).sum()), float(cost[:, ref].sum())
-    label = "mixllm" if rate_per_s is None else f"mixllm (stream {rate_per_s:g}/s, τ {tolerance_s:g} s)"
-    curves = [curve(label, bl.outcome_points(mixllm, quality, cost, ref))]
-    if train_records is not None:
-        train = outcome_table(train_records, llm_ids)
-        from ..core.features import build_features
-
-        tr_preds = router.predict(train.queries, cache)
-        x_tr = build_features(tr_preds.embeddings, tr_preds.token_ids, router.artifacts.features)
-        x_te = build_features(preds.embeddings, preds.token_ids, router.artifacts.features)
-        policies = bl.default_baselines(llm_ids)
-        fitted = bl.compare(x_tr, train.quality, train.cost_usd, x_te, quality, cost, llm_ids, progress=progress,
-                            replay=replay, baselines=policies)
-        notes = {b.name: b.faithful_to for b in policies if not isinstance(b, bl.SingleLLM)}
-        for b in policies:
-            if isinstance(b, bl.ThresholdRouter):
-                notes[b.name] += f" Here: strong {llm_ids[b.strong]}, weak {llm_ids[b.weak]}."
-            if isinstance(b, bl.Cascade):
-                notes[b.name] += f" Here the chain is {' → '.join(llm_ids[j] for j in b.chain)}."
-        # learned baselines first, then the hull of the single LLMs and the oracle, the single LLMs last
-        curves += sorted(fitted, key=lambda c: (c.name.startswith("always "), c.name.startswith(("single", "oracle"))))
-    else:
-        if replay is None:
-            singles = [bl.picks_outcome(j, np.full(len(records), j), quality, cost) for j in range(len(llm_ids))]
-        else:
-            singles = [replayed(j, lambda i, w, j=j: j) for j in range(len(llm_ids))]
-        pts = bl.outcome_points(singles, quality, cost, ref)
-        curves.append(curve("single LLMs (hull; RouterBench zero router)", pts))
-        oracle = bl.Oracle().fit(None, quality, cost)
-        curves.append(curve(oracle.name + ("" if replay is None else " (waits not simulated)"),
-                            bl.outcome_points(oracle.sweep(None, quality, cost), quality, cost, ref)))
-        curves += [curve(f"always {llm}", pts[j:j + 1]) for j, llm in enumerate(llm_ids)]
-    return {
-        "rows": len(records),
-        "best_llm": llm_ids[ref],
-        "baselines": notes if train_records is not None else {},
-        "lambdas": [float(v) for v in lams],
-        "stream": None if rate_per_s is None else {"rate_per_s": rate_per_s, "tolerance_s": tolerance_s,
-                                                   "penalty": penalty},
-        "presets": {name: {"lambda": router.artifacts.presets[name].lam,
-                           "cost_share": round(float(o.cost.sum() / ref_c), 6),
-                           "quality_share": round(float(o.quality.sum() / ref_q), 6)}
-                    for name, o in presets.items()},
-        "curves": [c.to_dict() for c in curves],
-        "baselines_trained_on": None if train_records is None else len(train_records),
-    }
