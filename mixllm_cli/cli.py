@@ -98,7 +98,8 @@ def train_offline_cmd(
     from . import output
     from .catalogue import load_catalogue
     from .paths import catalogue_path, home_artifacts_dir, shipped_artifacts_dir
-    from .training.pipeline import LENGTH_FAMILIES, QUALITY_FAMILIES, TAGS_DEFAULT, train_offline
+    from .training.fitters import LENGTH_FAMILIES, QUALITY_FAMILIES
+    from .training.pipeline import TAGS_DEFAULT, train_offline
 
     if quality_head not in QUALITY_FAMILIES:
         raise UsageError(f"--quality-head: unknown family '{quality_head}'; choose one of: {', '.join(QUALITY_FAMILIES)}")
@@ -169,29 +170,27 @@ def route_cmd(
     Example: mixllm route "Write a haiku about rain" --budget low
     """
     from . import output
-    from .routing.router import Router, WaitPolicy, check_query
+    from .routing.router import Router, RouteRequest, WaitPolicy
     from .state import open_store
 
     if (query is None) == (jsonl is None):
         raise UsageError("give either a QUERY or --jsonl FILE, not both and not neither")
+    policy = WaitPolicy.default(max_wait_s, strict=strict_wait)
     state = None if no_queue else open_store(home)  # $MIXLLM_STORE, else <home>/state.sqlite3
     router = Router.load(home, catalogue, store=state)
-    policy = WaitPolicy(tolerance_s=_tolerance(max_wait_s), strict=strict_wait)
     if jsonl is not None:
         from .routing.jsonl import route_jsonl
 
-        route_jsonl(router, jsonl, budget, lam, strict=strict, batch_size=batch_size, state=state, policy=policy,
-                    log_queries=log_queries)
+        route_jsonl(router, jsonl, budget, lam, emit=output.json_line, flush=sys.stdout.flush, strict=strict,
+                    batch_size=batch_size, state=state, policy=policy, log_queries=log_queries)
         return
-    name, value = router.resolve_budget(budget, lam)
-    text = check_query(query)
-    decision = router.decisions(router.predict([text]), name, value, queries=[text], state=state, policy=policy,
-                                log_queries=log_queries)[0]
+    request = RouteRequest(query=query or "", budget=budget, lam=lam, policy=policy)
+    (decision,) = router.route_batch([request], state=state, log_queries=log_queries)
     if as_json:
         output.json_line(decision.to_dict())
         return
-    if name is not None:
-        output.note(router.preset(name).describe(router.artifacts.reference_llm))
+    if decision.budget is not None:
+        output.note(router.preset(decision.budget).describe(router.artifacts.reference_llm))
     if router.unrouted:
         output.note(f"not routed (no heads): {', '.join(router.unrouted)}")
     output.route_table(decision)
@@ -245,7 +244,7 @@ def evaluate_cmd(
     router = Router.load(home, catalogue)
     records = read_dataset(data)
     if sweep:
-        from .evaluation.replay import sweep as run_sweep
+        from .evaluation.sweep import sweep as run_sweep
 
         train = read_dataset(baselines_from) if baselines_from is not None else None
         with _progress() as progress:
@@ -349,20 +348,9 @@ def llms_cmd(as_json: JsonOpt = False, home: HomeOpt = None, catalogue: Catalogu
 
 
 def _tolerance(max_wait_s: float | None) -> float:
-    from .core.decision import DEFAULT_TOLERANCE_S
+    from .routing.request import default_tolerance
 
-    if max_wait_s is not None:
-        return max_wait_s
-    env = os.environ.get("MIXLLM_MAX_WAIT_S")
-    if env is None:
-        return DEFAULT_TOLERANCE_S
-    try:
-        value = float(env)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise UsageError(f"MIXLLM_MAX_WAIT_S: must be a number of seconds >= 0 (got {env!r})")
-    return value
+    return default_tolerance(max_wait_s)
 
 
 @app.command("feedback")
@@ -417,10 +405,9 @@ def feedback_cmd(
                "latency_ms": latency_ms, "ttft_ms": ttft_ms, "cost_usd": cost_usd}
         fb = parse_feedback({k: v for k, v in obj.items() if v is not None}, "feedback")
         (result,) = record_feedback(router, store, [("feedback", fb)], home_dir(home))
-        if result["status"] == "error":
-            raise FeedbackError(result["error"].removeprefix("feedback: "))
-        result.pop("where")
-        output.json_line(result)
+        if result.error is not None:
+            raise type(result.error)(str(result.error).removeprefix("feedback: "))
+        output.json_line(result.to_dict())
         return
     from .dataset import iter_jsonl, open_source
 
@@ -438,8 +425,8 @@ def feedback_cmd(
             stream.close()
     results = record_feedback(router, store, items, home_dir(home))
     for r in results:
-        output.json_line({"line": int(r.pop("where").rsplit(":", 1)[1]), **r})
-    bad = sum(r["status"] == "error" for r in results)
+        output.json_line({"line": int(r.where.rsplit(":", 1)[1]), **r.to_dict()})
+    bad = sum(r.status == "error" for r in results)
     if bad:
         raise FeedbackError(f"{name}: {bad} line(s) not recorded; see the error objects in the output")
 
@@ -550,6 +537,11 @@ OPTIONAL_MODULES = {"sklearn": "train", "matplotlib": "plot", "onnx": "build", "
                     "prometheus_client": "serve", "pydantic": "serve", "orjson": "serve"}
 
 
+def _option(param: str) -> str:
+    """A library parameter as the command line spells it: `max_wait_s` is `--max-wait-s`."""
+    return "--" + param.replace("_", "-")
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code; known errors become `Error:` lines."""
     try:
@@ -559,7 +551,7 @@ def run(argv: list[str] | None = None) -> int:
     except MixLLMError as exc:
         if os.environ.get("MIXLLM_DEBUG"):
             raise
-        for line in str(exc).splitlines() or [type(exc).__name__]:
+        for line in exc.render(_option).splitlines() or [type(exc).__name__]:
             sys.stderr.write(f"Error: {line}\n")
         return exc.exit_code
     except ModuleNotFoundError as exc:

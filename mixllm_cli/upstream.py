@@ -31,9 +31,9 @@ def parse_model(model: str, budgets: tuple[str, ...]) -> str | None:
         budget = model[len(MODEL_PREFIX) + 1:]
         if budget in budgets:
             return budget
-        raise UsageError(f"model: unknown budget {budget!r}; use mixllm or mixllm:<budget> with one of: "
-                         f"{', '.join(budgets)}")
-    raise UsageError(f"model: must be 'mixllm' or 'mixllm:<budget>' (got {model!r}); mixllm picks the LLM")
+        raise UsageError(f"unknown budget {budget!r}; use mixllm or mixllm:<budget> with one of: "
+                         f"{', '.join(budgets)}", param="model")
+    raise UsageError(f"must be 'mixllm' or 'mixllm:<budget>' (got {model!r}); mixllm picks the LLM", param="model")
 
 
 def _text(content: Any) -> str | None:

@@ -215,10 +215,10 @@ def test_failed_training_keeps_the_previous_set(tiny, cli, isolated_home, monkey
     code, _, _ = cli("train-offline", tiny / "train.jsonl", "--catalogue", tiny / "models.yaml")
     assert code == 0
     before = (isolated_home / "artifacts" / "manifest.json").read_bytes()
-    from mixllm_cli.training import pipeline as training
+    from mixllm_cli import artifacts
 
     calls = {"n": 0}
-    real = training.save_head
+    real = artifacts.save_head
 
     def flaky(head, path):
         calls["n"] += 1
@@ -226,7 +226,7 @@ def test_failed_training_keeps_the_previous_set(tiny, cli, isolated_home, monkey
             raise OSError("disk full")
         real(head, path)
 
-    monkeypatch.setattr(training, "save_head", flaky)
+    monkeypatch.setattr(artifacts, "save_head", flaky)
     with pytest.raises(OSError):
         cli("train-offline", tiny / "train.jsonl", "--catalogue", tiny / "models.yaml", "--seed", "3")
     assert (isolated_home / "artifacts" / "manifest.json").read_bytes() == before

@@ -60,7 +60,7 @@ def test_many_queries_at_once():
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
 def test_bad_lambda_is_a_usage_error(bad):
-    with pytest.raises(UsageError, match="--lambda"):
+    with pytest.raises(UsageError, match="^lambda: must be a finite number"):
         decision.score([[0.5]], [[0.5]], 0.0, 0.0, bad)
 
 

@@ -278,19 +278,16 @@ def test_one_batch_with_several_waiting_policies_decides_each_like_alone(trained
     """Requests gathered into one encoder batch keep their own budget and waiting policy."""
     import asyncio
 
-    from mixllm_cli.routing.router import Router, WaitPolicy
+    from mixllm_cli.routing.router import Router, RouteRequest, WaitPolicy
     from mixllm_cli.serve.app import Service, _Pending
 
     service = Service(trained_home)
     try:
-        lam_low = service.router.preset("very-low").lam
         loop = asyncio.new_event_loop()
-        batch = [_Pending([CODE[0]] * 5, [None] * 5, [None] * 5, [1000.0] * 5, WaitPolicy(1000.0), False,
-                          loop.create_future()),
-                 _Pending([CHAT[0]], ["c"], ["very-low"], [lam_low], WaitPolicy(2.0, strict=True), False,
-                          loop.create_future()),
-                 _Pending([CODE[0]], ["s"], [None], [1000.0], WaitPolicy(2.0, strict=True), False,
-                          loop.create_future())]
+        strict = WaitPolicy(2.0, strict=True)
+        batch = [_Pending([RouteRequest(CODE[0], lam=1000.0, policy=WaitPolicy(1000.0))] * 5, loop.create_future()),
+                 _Pending([RouteRequest(CHAT[0], "c", "very-low", policy=strict)], loop.create_future()),
+                 _Pending([RouteRequest(CODE[0], "s", lam=1000.0, policy=strict)], loop.create_future())]
         (first, chat, strict), timings = service._route_batch(batch)
         loop.close()
     finally:
@@ -302,3 +299,32 @@ def test_one_batch_with_several_waiting_policies_decides_each_like_alone(trained
     # the strict group saw the first group's load: big's wait exceeds τ = 2 s, so it was not chosen
     assert strict[0].choice != "big"
     assert next(c for c in strict[0].candidates if c.llm == "big").wait_ms > 2000
+
+
+@pytest.mark.parametrize("env_s", [None, "1", "600"])
+def test_max_wait_env_changes_the_servers_decisions_as_it_changes_the_clis(trained_home, cli, tmp_path, monkeypatch,
+                                                                          env_s):
+    """$MIXLLM_MAX_WAIT_S is the waiting tolerance of the server's routes as of the CLI's: the same queries on the
+    same (empty) queue, at the same clock, get the same decisions from both, candidate by candidate."""
+    if env_s is None:
+        monkeypatch.delenv("MIXLLM_MAX_WAIT_S", raising=False)
+    else:
+        monkeypatch.setenv("MIXLLM_MAX_WAIT_S", env_s)
+    monkeypatch.setattr(time, "time", lambda: 1.8e9)  # one clock for both: the queue drains alike
+    with make_client(trained_home, store_url=f"sqlite:///{tmp_path / 'server.sqlite3'}") as client:
+        served = [client.post("/v1/route", json={"query": CODE[0], "lambda": 1000}).json() for _ in range(6)]
+    monkeypatch.setenv("MIXLLM_STORE", f"sqlite:///{tmp_path / 'cli.sqlite3'}")
+    by_cli = [json.loads(cli("route", CODE[0], "--json", "--lambda", "1000")[1]) for _ in range(6)]
+
+    def decided(d):
+        return d["choice"], d["candidates"]
+
+    assert [decided(d) for d in served] == [decided(d) for d in by_cli]
+    tolerance = 30.0 if env_s is None else float(env_s)
+    # the tolerance reached the score: an idle LLM pays β·exp(−γ·ξ·τ) (decision.py)
+    idle = next(c for c in served[0]["candidates"] if c["expected_wait_ms"] == 0)
+    assert idle["penalty"] == pytest.approx(0.1 * 2.718281828 ** (-0.2 * 0.5 * tolerance), rel=1e-3)
+    if env_s == "1":  # big's four slots are full after four calls: with τ = 1 s the rest go elsewhere
+        assert [d["choice"] for d in served][:4] == ["big"] * 4 and "big" not in [d["choice"] for d in served][4:]
+    if env_s == "600":
+        assert [d["choice"] for d in served] == ["big"] * 6

@@ -138,7 +138,7 @@ def test_online_learning_through_the_store_is_shared(trained_home, store):
     ds = route(r1, store, 6)
     items = [(f"i{k}", Feedback(d.decision_id, good=k % 2 == 0)) for k, d in enumerate(ds)]
     results = record_feedback(r1, store, items, trained_home)
-    assert [r["status"] for r in results] == ["recorded"] * 6
+    assert [r.status for r in results] == ["recorded"] * 6
     r2 = Router.load(trained_home, store=store)
     assert r2.online is not None and r2.online.last_seq == store.stats()["last_feedback_seq"]
     assert r2.predict([CODE[0]]).uncertainty[0, 0] < u_offline  # A grew: the uncertainty shrank
@@ -240,7 +240,7 @@ def test_store_url_errors_are_one_line(tmp_path):
     from mixllm_cli.errors import UsageError
     from mixllm_cli.state import open_store
 
-    with pytest.raises(UsageError, match=r"^--store: unknown store URL 'redis'; use postgresql://"):
+    with pytest.raises(UsageError, match=r"^store: unknown store URL 'redis'; use postgresql://"):
         open_store(url="redis://localhost")
     store = open_store(url="postgresql://nobody:secret@127.0.0.1:1/none")
     with pytest.raises(MixLLMError) as info:
@@ -254,11 +254,12 @@ def test_an_older_sqlite_state_migrates_in_place(tmp_path):
     """A state written by the previous schema (version 2) gains the in-flight index and keeps its rows."""
     import sqlite3
 
-    from mixllm_cli.state.sqlite import MIGRATIONS, StateStore
+    from mixllm_cli.state.schema import steps
+    from mixllm_cli.state.sqlite import StateStore
 
     path = tmp_path / "state.sqlite3"
     with sqlite3.connect(path) as db:
-        for sql in MIGRATIONS[:2]:
+        for sql in steps("sqlite")[:2]:
             db.executescript(sql)
         db.execute("PRAGMA user_version = 2")
         db.execute("INSERT INTO decisions (id, created_s, llm, lambda, query_sha256, prompt_tokens, "
@@ -266,7 +267,7 @@ def test_an_older_sqlite_state_migrates_in_place(tmp_path):
                    "('d1', 0, 'mid', 1, 'x', 3, 10, 0, 0)")
         db.execute("INSERT INTO jobs VALUES ('d1', 'mid', 0, 0, ?, NULL)", (time.time() + 60,))
     store = StateStore(path)
-    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
+    assert store.schema_version() == len(steps("sqlite")) >= 3
     assert store.open_calls(time.time()) == {"mid": 1}
     plan = store.conn.execute("EXPLAIN QUERY PLAN SELECT llm, slot, end_s FROM jobs WHERE done_s IS NULL "
                               "AND end_s > ?", (time.time(),)).fetchall()

@@ -77,8 +77,27 @@ def parse_feedback(obj: Any, where: str) -> Feedback:
     return fb
 
 
+@dataclass(frozen=True)
+class FeedbackResult:
+    """What became of one feedback item: recorded, duplicate (counted once already) or error."""
+
+    where: str  # the item's place in its batch (`file:line`, `items[3]`), for error messages
+    status: str
+    id: str | None = None
+    llm: str | None = None
+    kind: str | None = None
+    error: MixLLMError | None = None  # with status "error": the failure, its type for the server's status
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object `mixllm feedback` prints and `/v1/feedback` answers (without `where`)."""
+        if self.error is not None:
+            out: dict[str, Any] = {"status": "error", "error": str(self.error)}
+            return {"id": self.id, **out} if self.id is not None else out
+        return {"id": self.id, "llm": self.llm, "kind": self.kind, "status": self.status}
+
+
 def record_feedback(router: Any, store: Any, items: list[tuple[str, Feedback | MixLLMError]],
-                    home: Path, *, apply: bool = True) -> list[dict[str, Any]]:
+                    home: Path, *, apply: bool = True) -> list[FeedbackResult]:
     """Log every valid item in one transaction, then fold the new events into the online model.
 
     Returns one result per item, in order: recorded, duplicate, or error (nothing written for it).
@@ -87,12 +106,12 @@ def record_feedback(router: Any, store: Any, items: list[tuple[str, Feedback | M
 
     defaults = router.latency_defaults()
     pool = set(router.llm_ids)
-    results: list[dict[str, Any]] = []
+    results: list[FeedbackResult] = []
     now = time.time()
     with store.transaction() as conn:
         for where, item in items:
             if isinstance(item, MixLLMError):
-                results.append({"where": where, "status": "error", "error": str(item)})
+                results.append(FeedbackResult(where, "error", error=item))
                 continue
             try:
                 llm = store.decision_llm(conn, item.decision_id)
@@ -101,7 +120,7 @@ def record_feedback(router: Any, store: Any, items: list[tuple[str, Feedback | M
                                         "longer in the pool; feedback for it is not recorded")
             except FeedbackError as exc:
                 msg = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
-                results.append({"where": where, "id": item.decision_id, "status": "error", "error": msg})
+                results.append(FeedbackResult(where, "error", item.decision_id, error=type(exc)(msg)))
                 continue
             learn = item.quality is not None or item.good is not None or item.response_tokens is not None
             fresh = False
@@ -114,8 +133,8 @@ def record_feedback(router: Any, store: Any, items: list[tuple[str, Feedback | M
                 fresh = store.complete_in(conn, item.decision_id, latency_ms=item.latency_ms, ttft_ms=item.ttft_ms,
                                           response_tokens=item.response_tokens, defaults=defaults.get,
                                           now=now) or fresh
-            results.append({"where": where, "id": item.decision_id, "llm": llm, "kind": item.kind,
-                            "status": "recorded" if fresh else "duplicate"})
+            results.append(FeedbackResult(where, "recorded" if fresh else "duplicate", item.decision_id, llm,
+                                          item.kind))
     if apply:
         catch_up(home, router.offline_artifacts, store)
     return results

@@ -1,56 +1,61 @@
-"""`route --jsonl`: JSONL in, JSONL out, one output line per input line, in order.
+"""`route --jsonl`: JSONL in, one result per input line out, in order.
 
-Lines are read lazily and encoded in batches, so a large file streams with bounded memory and a
-pipeline sees output as each batch completes. A bad line yields an error object for that line
-(or, with `strict`, aborts with that line's error).
+Lines are read lazily and routed in batches through `Router.route_batch`, so a large file streams
+with bounded memory and a pipeline sees output as each batch completes. A bad line yields an error
+object for that line (or, with `strict`, aborts with that line's error). Results go to `emit`
+(the CLI writes each as a JSON line); nothing here prints.
 """
 
 from __future__ import annotations
 
-import sys
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError, MixLLMError
-from ..output import json_line
-from .router import Router, check_query
+from .request import RouteRequest, WaitPolicy
+
+if TYPE_CHECKING:
+    from ..state.base import StoreBase
+    from .router import Router
+
+ALLOWED_FIELDS = ("id", "query", "budget", "lambda")
 
 
-def _parse_line(router: Router, obj: Any, where: str, default: tuple[str | None, float]) -> tuple[str | None, str, str | None, float]:
+def parse_line(obj: object, where: str, default: RouteRequest) -> RouteRequest:
+    """One JSONL line as a request; the line's own budget or λ replaces the default's."""
     if not isinstance(obj, dict):
         raise DataError(f"{where}: must be a JSON object")
-    unknown = set(obj) - {"id", "query", "budget", "lambda"}
+    unknown = set(obj) - set(ALLOWED_FIELDS)
     if unknown:
-        raise DataError(f"{where}: {min(unknown)}: unknown field (allowed: id, query, budget, lambda)")
+        raise DataError(f"{where}: {min(unknown)}: unknown field (allowed: {', '.join(ALLOWED_FIELDS)})")
     qid = obj.get("id")
     if qid is not None and not isinstance(qid, (str, int)):
         raise DataError(f"{where}: id: must be a string or integer")
-    text = check_query(obj.get("query"), f"{where}: query")
+    query = obj.get("query")
+    budget, lam = default.budget, default.lam
     if "budget" in obj or "lambda" in obj:
         budget, lam = obj.get("budget"), obj.get("lambda")
         if budget is not None and not isinstance(budget, str):
             raise DataError(f"{where}: budget: must be a string")
         if lam is not None and (isinstance(lam, bool) or not isinstance(lam, (int, float))):
             raise DataError(f"{where}: lambda: must be a number")
-        try:
-            name, value = router.resolve_budget(budget, lam)
-        except MixLLMError as exc:
-            raise DataError(f"{where}: {exc}") from None
-    else:
-        name, value = default
-    return (None if qid is None else str(qid)), text, name, value
+    return RouteRequest(query=query, id=None if qid is None else str(qid), budget=budget,  # type: ignore[arg-type]
+                        lam=lam, policy=default.policy)
 
 
-def route_jsonl(router: Router, source: str, budget: str | None, lam: float | None, *, strict: bool = False,
-                batch_size: int = 64, out: TextIO | None = None, state: Any = None, policy: Any = None,
-                log_queries: bool = False) -> int:
-    """Route every line of `source`; return the number of bad lines (raise on the first if strict).
+def route_jsonl(router: Router, source: str, budget: str | None, lam: float | None, *,
+                emit: Callable[[dict[str, Any]], None], strict: bool = False, batch_size: int = 64,
+                state: StoreBase | None = None, policy: WaitPolicy | None = None, log_queries: bool = False,
+                flush: Callable[[], None] = lambda: None) -> int:
+    """Route every line of `source` ('-' for stdin), emitting one result per line; raise a
+    `DataError` naming the count of bad lines at the end (or the first bad line's error if strict).
 
     With a state store, each batch is admitted to the queue in one transaction, in line order.
     """
     from ..dataset import iter_jsonl, open_source
 
-    out = out or sys.stdout
-    default = router.resolve_budget(budget, lam)
+    default = RouteRequest(query="", budget=budget, lam=lam, policy=policy or WaitPolicy.default())
+    router.resolve_budget(budget, lam)  # a bad default is the command's error, before any line
     stream, name, close = open_source(source)
     bad = 0
     try:
@@ -58,10 +63,12 @@ def route_jsonl(router: Router, source: str, budget: str | None, lam: float | No
         for lineno, item in iter_jsonl(stream, name):
             batch.append((lineno, item))
             if len(batch) >= batch_size:
-                bad += _flush(router, batch, name, default, strict, out, state, policy, log_queries)
+                bad += _flush(router, batch, name, default, strict, emit, state, log_queries)
+                flush()
                 batch = []
         if batch:
-            bad += _flush(router, batch, name, default, strict, out, state, policy, log_queries)
+            bad += _flush(router, batch, name, default, strict, emit, state, log_queries)
+            flush()
     finally:
         if close:
             stream.close()
@@ -70,35 +77,32 @@ def route_jsonl(router: Router, source: str, budget: str | None, lam: float | No
     return bad
 
 
-def _flush(router: Router, batch: list[tuple[int, Any]], name: str, default: tuple[str | None, float],
-           strict: bool, out: TextIO, state: Any = None, policy: Any = None, log_queries: bool = False) -> int:
-    parsed: list[Any] = []
+def _flush(router: Router, batch: list[tuple[int, Any]], name: str, default: RouteRequest, strict: bool,
+           emit: Callable[[dict[str, Any]], None], state: StoreBase | None, log_queries: bool) -> int:
+    parsed: list[RouteRequest | dict[str, Any]] = []
     for lineno, item in batch:
         where = f"{name}:{lineno}"
         try:
             if isinstance(item, MixLLMError):
                 raise item
-            parsed.append(_parse_line(router, item, where, default))
+            request = parse_line(item, where, default)
+            try:
+                router.resolve(request)
+            except MixLLMError as exc:
+                raise DataError(f"{where}: {exc}") from None
+            parsed.append(request)
         except MixLLMError as exc:
             if strict:
                 raise
             qid = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), (str, int)) else None
             parsed.append({"id": qid, "line": lineno, "error": str(exc)})
-    good = [p for p in parsed if isinstance(p, tuple)]
-    decisions = iter(())
-    if good:
-        preds = router.predict([p[1] for p in good])
-        decisions = iter(router.decisions(preds, [p[2] for p in good], [p[3] for p in good], [p[0] for p in good],
-                                          queries=[p[1] for p in good], state=state, policy=policy,
-                                          log_queries=log_queries))
+    good = [p for p in parsed if isinstance(p, RouteRequest)]
+    decisions = iter(router.route_batch(good, state=state, log_queries=log_queries))
     bad = 0
     for (lineno, _), p in zip(batch, parsed):
         if isinstance(p, dict):
             bad += 1
-            json_line(p, out)
+            emit(p)
         else:
-            d = next(decisions).to_dict()
-            d["line"] = lineno
-            json_line(d, out)
-    out.flush()
+            emit({**next(decisions).to_dict(), "line": lineno})
     return bad

@@ -1,8 +1,10 @@
 """The facade: load an artifact set and a catalogue once, route many queries.
 
-`Router.predict` runs the encoder and the heads (the expensive part, batched);
-`Router.decide` applies the pure decision rule for any λ, so evaluation can sweep budgets
-without re-encoding.
+`Router.route_batch` is the one routing path (the CLI, `route --jsonl` and the server call it):
+check the requests, encode the batch once and run the heads (`predict`), then decide each query
+(`decisions`: the decision rule, and with a state store the queue admission). `Router.decide`
+applies the pure rule for any λ to predictions already made, so evaluation sweeps budgets
+without encoding again.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,116 +23,24 @@ from ..core import decision
 from ..core.features import build_features
 from ..core.heads import HeadBank
 from ..core.latency import LatencyEstimate
-from ..errors import ArtifactError, DataError, UsageError
+from ..errors import ArtifactError, UsageError
 from ..paths import active_artifacts_dir, home_dir
 from ..paths import catalogue_path as store_catalogue_path
+from .request import DEFAULT_BUDGET, MAX_QUERY_CHARS, RouteRequest, WaitPolicy, check_query, explore_keys
+from .results import Candidate, Decision, Predictions
 
-MAX_QUERY_CHARS = 100_000  # ~25k tokens; far beyond what the heads were trained on
-BUDGETS = ("very-low", "low", "medium", "high")
+if TYPE_CHECKING:
+    from ..catalogue import Catalogue
+    from ..core.encoder import Encoder
+    from ..learning.online import OnlineModel
+    from ..state.base import StoreBase
 
-
-def check_query(text: object, where: str = "query") -> str:
-    """Reject what cannot be routed: non-strings, empty, huge, or not valid UTF-8."""
-    if not isinstance(text, str):
-        raise DataError(f"{where}: must be a string (got {type(text).__name__})")
-    if not text.strip():
-        raise DataError(f"{where}: is empty")
-    if len(text) > MAX_QUERY_CHARS:
-        raise DataError(f"{where}: is {len(text):,} characters; the limit is {MAX_QUERY_CHARS:,}")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        # argv bytes that are not UTF-8 reach Python as lone surrogates.
-        raise DataError(f"{where}: is not valid UTF-8") from None
-    return text
-
-
-def explore_keys(queries: Sequence[str]) -> np.ndarray:
-    """A stable number in [0, 1) per query text: the share of traffic a cold LLM sees is the
-    share of keys under its cap, the same on every run and in every process."""
-    import hashlib
-
-    return np.array([int.from_bytes(hashlib.sha256(q.encode("utf-8")).digest()[:8], "big") / 2.0**64
-                     for q in queries])
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """Per-query, per-LLM predictions, arrays of shape (n_queries, n_llms)."""
-
-    llm_ids: tuple[str, ...]
-    quality: np.ndarray
-    response_tokens: np.ndarray
-    prompt_tokens: np.ndarray  # (n_queries,)
-    cost_usd: np.ndarray
-    cost_norm: np.ndarray
-    uncertainty: np.ndarray
-    wait_s: np.ndarray
-    available: np.ndarray  # bool: False where a cold LLM is not offered this query
-    bonus: np.ndarray | float = 0.0  # κ·s_df from binary feedback (online), else 0
-    embeddings: np.ndarray | None = None  # the encoder's vectors, kept for the decision log (online learning)
-    token_ids: list[np.ndarray] | None = None
-
-
-@dataclass(frozen=True)
-class Candidate:
-    llm: str
-    quality: float
-    response_tokens: float
-    cost_usd: float
-    wait_ms: float
-    uncertainty: float
-    penalty: float
-    score: float
-    cold: bool = False
-    available: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "llm": self.llm,
-            "cold": self.cold,
-            "predicted_quality": round(self.quality, 6),
-            "predicted_response_tokens": round(self.response_tokens, 1),
-            "predicted_cost_usd": float(f"{self.cost_usd:.6g}"),
-            "expected_wait_ms": round(self.wait_ms, 1),
-            "uncertainty": float(f"{self.uncertainty:.6g}"),
-            "penalty": float(f"{self.penalty:.6g}"),
-            "score": round(self.score, 6) if self.available else None,
-        }
-
-
-@dataclass(frozen=True)
-class WaitPolicy:
-    """The user's waiting-time tolerance τ, and whether it is a hard rule."""
-
-    tolerance_s: float = decision.DEFAULT_TOLERANCE_S
-    strict: bool = False  # never pick an LLM whose wait exceeds τ when another can meet it
-
-
-@dataclass(frozen=True)
-class Decision:
-    id: str | None
-    choice: str
-    budget: str | None
-    lam: float
-    prompt_tokens: int
-    candidates: tuple[Candidate, ...] = field(default_factory=tuple)
-    decision_id: str | None = None  # set when the decision was recorded in the state store
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "decision_id": self.decision_id,
-            "id": self.id,
-            "choice": self.choice,
-            "budget": self.budget,
-            "lambda": self.lam,
-            "prompt_tokens": self.prompt_tokens,
-            "candidates": [c.to_dict() for c in self.candidates],
-        }
+__all__ = ["MAX_QUERY_CHARS", "Candidate", "Decision", "Predictions", "RouteRequest", "Router", "WaitPolicy",
+           "check_query"]
 
 
 class Router:
-    def __init__(self, artifacts: ArtifactSet, catalogue: Any, weights: decision.Weights | None = None):
+    def __init__(self, artifacts: ArtifactSet, catalogue: Catalogue, weights: decision.Weights | None = None):
         self.artifacts = artifacts
         self.offline_artifacts = artifacts  # as trained, before any online update: what the log replays onto
         self.catalogue = catalogue
@@ -155,7 +65,7 @@ class Router:
 
     @classmethod
     def load(cls, home: Path | str | None = None, catalogue_path: Path | str | None = None, *,
-             store: Any = None) -> Router:
+             store: StoreBase | None = None) -> Router:
         """Load the catalogue and artifact set, with the online snapshot (the store's when it shares one)."""
         from ..catalogue import load_catalogue
 
@@ -169,20 +79,21 @@ class Router:
             router.use_online(snapshot)
         return router
 
-    def use_online(self, model: Any) -> None:
+    def use_online(self, model: OnlineModel) -> None:
         """Serve the heads and A⁻¹ as feedback left them, plus the dynamic-feedback bonus."""
         from dataclasses import replace as dc_replace
 
         heads = dict(self.offline_artifacts.heads)
-        metas = self.offline_artifacts.manifest.get("heads", {})
+        entries = self.offline_artifacts.manifest.heads
         for llm, h in heads.items():
-            heads[llm] = model.overlay(llm, h, metas.get(llm, {}).get("quality", {}).get("sha256"))
+            entry = entries.get(llm)
+            heads[llm] = model.overlay(llm, h, None if entry is None else entry.quality.sha256)
         self.artifacts = dc_replace(self.offline_artifacts, heads=heads)
         model.bind(self.llm_ids)
         self.online = model
 
     @property
-    def encoder(self):
+    def encoder(self) -> Encoder:
         if self._encoder is None:
             from ..core.encoder import Encoder
 
@@ -194,14 +105,14 @@ class Router:
             return self.artifacts.presets[name]
         except KeyError:
             known = ", ".join(self.artifacts.presets)
-            raise UsageError(f"--budget: unknown budget '{name}'; choose one of: {known}") from None
+            raise UsageError(f"unknown budget '{name}'; choose one of: {known}", param="budget") from None
 
     def resolve_budget(self, budget: str | None, lam: float | None) -> tuple[str | None, float]:
         if lam is not None:
             if budget is not None:
-                raise UsageError("--budget and --lambda: give one, not both")
+                raise UsageError("give one, not both", param=("budget", "lambda"))
             return None, decision.check_lambda(lam)
-        preset = self.preset(budget or "medium")
+        preset = self.preset(budget or DEFAULT_BUDGET)
         return preset.name, preset.lam
 
     def predict_encoded(
@@ -290,20 +201,58 @@ class Router:
             preds.bonus,
         )
 
-    def route(
-        self,
-        queries: Sequence[str],
-        budget: str | None = None,
-        lam: float | None = None,
-        ids: Sequence[str | None] | None = None,
-        *,
-        state: Any = None,
-        policy: WaitPolicy | None = None,
-    ) -> list[Decision]:
-        """Route `queries`; with a `StateStore`, each choice is enqueued and sees the others' load."""
-        name, lam_value = self.resolve_budget(budget, lam)
-        preds = self.predict(queries)
-        return self.decisions(preds, name, lam_value, ids, queries=queries, state=state, policy=policy)
+    def resolve(self, request: RouteRequest) -> tuple[str, str | None, float, WaitPolicy]:
+        """Check one request: its query text, budget name (None for an explicit λ), λ and waiting policy.
+        Raises a `MixLLMError` naming the parameter at fault."""
+        if not isinstance(request, RouteRequest):
+            raise TypeError(f"expected a RouteRequest, got {type(request).__name__}")
+        text = check_query(request.query)
+        name, lam = self.resolve_budget(request.budget, request.lam)
+        return text, name, lam, request.policy or WaitPolicy.default()
+
+    def route_batch(self, requests: Sequence[RouteRequest], *, state: StoreBase | None = None,
+                    log_queries: bool = False, timings: dict[str, float] | None = None) -> list[Decision]:
+        """Route every request, in order: the batch is encoded once (encode → heads), then each query is
+        decided; with a state store, admitted to the queue in one transaction per waiting policy, each
+        query seeing the load the earlier ones left (without one, every wait is 0: a dry run).
+
+        With `timings`, the seconds spent in "encode", "predict" and "decide" are stored there.
+        """
+        if isinstance(requests, RouteRequest):
+            raise TypeError("route_batch takes a sequence of RouteRequest; wrap a single one in a list")
+        checked = [self.resolve(r) for r in requests]
+        if not checked:
+            return []
+        texts = [c[0] for c in checked]
+        preds = self.predict(texts, timings=timings)
+        started = time.perf_counter()
+        groups: dict[tuple[WaitPolicy, frozenset[str]], list[int]] = {}
+        for k, (request, (_, _, _, policy)) in enumerate(zip(requests, checked)):
+            groups.setdefault((policy, request.exclude), []).append(k)
+        out: list[Decision | None] = [None] * len(checked)
+        for (policy, exclude), rows in groups.items():
+            sub = preds if len(groups) == 1 else preds.take(np.array(rows))
+            if exclude:
+                sub = replace(sub, available=sub.available & self.offered(exclude)[None, :])
+            decided = self.decisions(sub, [checked[k][1] for k in rows], [checked[k][2] for k in rows],
+                                     [requests[k].id for k in rows], queries=[texts[k] for k in rows], state=state,
+                                     policy=policy, log_queries=log_queries)
+            for k, d in zip(rows, decided):
+                out[k] = d
+        if timings is not None:
+            timings["decide"] = time.perf_counter() - started
+        return [d for d in out if d is not None]
+
+    def route(self, queries: Sequence[str], budget: str | None = None, lam: float | None = None,
+              ids: Sequence[str | None] | None = None, *, state: StoreBase | None = None,
+              policy: WaitPolicy | None = None) -> list[Decision]:
+        """Route `queries` under one budget (`route_batch` with one request per query)."""
+        ids = list(ids) if ids is not None else [None] * len(queries)
+        return self.route_batch([RouteRequest(q, i, budget, lam, policy) for q, i in zip(queries, ids)], state=state)
+
+    def offered(self, exclude: frozenset[str]) -> np.ndarray:
+        """Which LLMs (a bool per `llm_ids`) may be offered when `exclude` is left out."""
+        return np.array([i not in exclude for i in self.llm_ids], dtype=bool)
 
     def latency_defaults(self) -> dict[str, LatencyEstimate]:
         return {i: LatencyEstimate(self.catalogue.get(i).ttft_ms, self.catalogue.get(i).output_tokens_per_s)
@@ -321,7 +270,7 @@ class Router:
         ids: Sequence[str | None] | None = None,
         *,
         queries: Sequence[str] | None = None,
-        state: Any = None,
+        state: StoreBase | None = None,
         policy: WaitPolicy | None = None,
         log_queries: bool = False,
     ) -> list[Decision]:
@@ -330,7 +279,7 @@ class Router:
         Without a state store every wait is 0 (a dry run). With one, the queries are admitted one
         after another in one transaction, each seeing the queue the earlier ones left.
         """
-        policy = policy or WaitPolicy()
+        policy = policy or WaitPolicy.default()
         weights = replace(self.weights, tolerance_s=policy.tolerance_s)
         n = len(preds.prompt_tokens)
         ids = list(ids) if ids is not None else [None] * n

@@ -56,8 +56,9 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import DataError, FeedbackError, MixLLMError, UsageError
-from ..routing.router import MAX_QUERY_CHARS, Router, WaitPolicy, check_query
+from ..errors import DataError, FeedbackError, MixLLMError, UnknownDecisionError, UsageError
+from ..routing import request as rq
+from ..routing.router import MAX_QUERY_CHARS, Decision, Router, WaitPolicy, check_query
 from ..upstream import DEFAULT_COOLDOWN_S, DEFAULT_FALLBACKS, UpstreamError
 
 
@@ -96,13 +97,16 @@ def _error_body(message: str, kind: str, param: str | None = None) -> dict[str, 
     return {"error": err}
 
 
+# Error types to HTTP status codes, most specific first: never by message text.
+_STATUS: tuple[tuple[type[MixLLMError], int], ...] = (
+    (UpstreamError, 502), (UnknownDecisionError, 404), (UsageError, 400), (DataError, 400), (FeedbackError, 400),
+)
+
+
 def _status_of(exc: MixLLMError) -> int:
-    if isinstance(exc, UpstreamError):
-        return 502
-    if isinstance(exc, FeedbackError) and "unknown decision id" in str(exc):
-        return 404
-    if isinstance(exc, (UsageError, DataError, FeedbackError)):
-        return 400
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
     return 503  # the store (or another dependency) failed; the request itself was fine
 
 
@@ -174,14 +178,8 @@ class ChatRequest(BaseModel):
 
 @dataclass
 class _Pending:
-    texts: list[str]
-    ids: list[str | None]
-    budgets: list[str | None]
-    lams: list[float]
-    policy: WaitPolicy
-    upstream_only: bool
+    requests: list[RouteRequest]
     future: asyncio.Future
-    exclude: frozenset[str] = frozenset()  # LLM ids not to choose (a chat completion's failed attempts)
 
 
 class Service:
@@ -204,10 +202,10 @@ class Service:
         self.store_url = store_url
         self.log_queries = log_queries
         if fallbacks < 0:
-            raise UsageError(f"--fallbacks: must be >= 0 (got {fallbacks})")
+            raise UsageError(f"must be >= 0 (got {fallbacks})", param="fallbacks")
         self.fallbacks = fallbacks
         if not cooldown_s >= 0:
-            raise UsageError(f"--cooldown-s: must be >= 0 (got {cooldown_s})")
+            raise UsageError(f"must be >= 0 (got {cooldown_s})", param="cooldown_s")
         self.cooldown_s = cooldown_s
         self._cooling: dict[str, float] = {}  # LLM id → monotonic time its chat-completion cooldown ends
         probe = open_store(self.home, store_url)
@@ -262,28 +260,34 @@ class Service:
 
     # -------------------------------------------------------------- routing
 
-    async def route(self, texts: list[str], ids: list[str | None], budgets: list[str | None], lams: list[float],
-                    policy: WaitPolicy, upstream_only: bool = False,
-                    exclude: frozenset[str] = frozenset()) -> tuple[list[Any], dict[str, float]]:
-        """The decisions for `texts`, and the seconds their batch spent in each phase (see `_route_batch`).
-        `upstream_only` offers only LLMs with an endpoint; `exclude` names LLMs not to offer."""
+    async def route(self, requests: list[RouteRequest]) -> tuple[list[Decision], dict[str, float]]:
+        """The decisions for `requests` (checked already: see `check`), and the seconds their batch spent
+        in each phase (see `_route_batch`)."""
         fut = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(texts, ids, budgets, lams, policy, upstream_only, fut, exclude))
+        self._pending.append(_Pending(requests, fut))
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
         return await fut
 
+    def check(self, request: RouteRequest, where: str = "") -> RouteRequest:
+        """Refuse a bad request before it joins a batch (one caller's mistake must not fail the others')."""
+        try:
+            self.router.resolve(request)
+        except MixLLMError as exc:
+            raise ApiError(_status_of(exc), f"{where}{exc}", param=f"{where}{exc.param or 'query'}") from None
+        return request
+
     async def _drain(self) -> None:
         while self._pending:
-            if self._last_batch > 1 and sum(len(p.texts) for p in self._pending) < MAX_BATCH:
+            if self._last_batch > 1 and sum(len(p.requests) for p in self._pending) < MAX_BATCH:
                 # Under concurrent load the callers of the last batch are sending their next
                 # requests right now: a moment's wait makes the next batch full instead of 1.
                 await asyncio.sleep(BATCH_WINDOW_S)
             batch, size = [], 0
-            while self._pending and (not batch or size + len(self._pending[0].texts) <= MAX_BATCH):
+            while self._pending and (not batch or size + len(self._pending[0].requests) <= MAX_BATCH):
                 p = self._pending.pop(0)
                 batch.append(p)
-                size += len(p.texts)
+                size += len(p.requests)
             try:
                 results = self._route_batch(batch)  # on this thread: see the module docstring
             except Exception as exc:  # noqa: BLE001 -- passed on: every request of the batch gets it
@@ -296,45 +300,31 @@ class Service:
                     p.future.set_result((r, results[1]))
             self._last_batch = size
 
-    def _route_batch(self, batch: list[_Pending]) -> tuple[list[list[Any]], dict[str, float]]:
-        """One encoder call for the batch, one store transaction per waiting policy.
-
-        Returns each request's decisions and the batch's seconds in "encode" (tokenizer and
-        model), "predict" (heads, uncertainty) and "decide" (queue, scores, the store's write).
-        """
+    def _route_batch(self, batch: list[_Pending]) -> tuple[list[list[Decision]], dict[str, float]]:
+        """One `Router.route_batch` call for every request of the batch (one encoder call, one store
+        transaction per waiting policy). Returns each request's decisions and the batch's seconds in
+        "encode" (tokenizer and model), "predict" (heads, uncertainty) and "decide" (queue, scores, the
+        store's write)."""
         self._maybe_refresh_online()
-        store = self._store("route")
-        texts = [t for p in batch for t in p.texts]
         timings: dict[str, float] = {}
-        preds = self.router.predict(texts, timings=timings)
-        decided = time.perf_counter()
-        out: list[list[Any]] = [[] for _ in batch]
-        groups: dict[tuple[WaitPolicy, bool, frozenset[str]], list[int]] = {}
-        for k, p in enumerate(batch):
-            groups.setdefault((p.policy, p.upstream_only, p.exclude), []).append(k)
-        starts = np.cumsum([0] + [len(p.texts) for p in batch])
-        for (policy, upstream_only, exclude), members in groups.items():
-            rows = np.concatenate([np.arange(starts[k], starts[k + 1]) for k in members])
-            sub = preds if len(groups) == 1 else _take(preds, rows)  # the usual case: no copy
-            if upstream_only or exclude:
-                sub = replace(sub, available=sub.available & self.offered(upstream_only, exclude)[None, :])
-            ds = self.router.decisions(
-                sub, [b for k in members for b in batch[k].budgets], [x for k in members for x in batch[k].lams],
-                [i for k in members for i in batch[k].ids], queries=[texts[r] for r in rows], state=store,
-                policy=policy, log_queries=self.log_queries)
-            it = iter(ds)
-            for k in members:
-                out[k] = [next(it) for _ in batch[k].texts]
-        timings["decide"] = time.perf_counter() - decided
-        for d in (d for r in out for d in r):
-            self.metrics.routed(d.choice)
-        self.metrics.batch(len(texts))
+        requests = [r for p in batch for r in p.requests]
+        decided = iter(self.router.route_batch(requests, state=self._store("route"), log_queries=self.log_queries,
+                                               timings=timings))
+        out = [[next(decided) for _ in p.requests] for p in batch]
+        for p in out:
+            for d in p:
+                self.metrics.routed(d.choice)
+        self.metrics.batch(len(requests))
         return out, timings
 
     def offered(self, upstream_only: bool, exclude: frozenset[str] = frozenset()) -> np.ndarray:
         """Which LLMs (bool per `router.llm_ids`) a request may be routed to."""
         mask = self._upstream_mask.copy() if upstream_only else np.ones(len(self.router.llm_ids), dtype=bool)
-        return mask & np.array([i not in exclude for i in self.router.llm_ids])
+        return mask & self.router.offered(exclude)
+
+    def without_endpoint(self) -> frozenset[str]:
+        """The LLMs a chat completion cannot be forwarded to."""
+        return frozenset(i for i, ok in zip(self.router.llm_ids, self._upstream_mask) if not ok)
 
     def cooling(self) -> frozenset[str]:
         """The LLMs chat completions skip for now: they failed upstream less than `cooldown_s` ago."""
@@ -370,12 +360,6 @@ class Service:
             self.router.use_online(model)
         self._online_key = key
 
-    def resolve(self, budget: str | None, lam: float | None, where: str) -> tuple[str | None, float]:
-        try:
-            return self.router.resolve_budget(budget, lam)
-        except MixLLMError as exc:
-            msg = str(exc).replace("--budget and --lambda", "budget and lambda").replace("--budget", "budget")
-            raise ApiError(400, f"{where}{msg}", param="budget") from None
 
     # -------------------------------------------------------------- feedback
 
@@ -384,12 +368,12 @@ class Service:
 
         results = record_feedback(self.router, self._store("feedback"), items, self.home, apply=False)
         for r in results:
-            self.metrics.feedback(r["status"])
+            self.metrics.feedback(r.status)
         return results
 
     async def record(self, items: list[tuple[str, Any]]) -> list[dict[str, Any]]:
         results = await self.run("feedback", self._record, items)
-        if any(r["status"] == "recorded" for r in results):
+        if any(r.status == "recorded" for r in results):
             self.schedule_learning()
         return results
 
@@ -419,19 +403,6 @@ class Service:
     def _complete(self, decision_id: str) -> None:
         """Free the slot of a call that failed upstream (no latency: it must not teach the model)."""
         self._store("feedback").complete(decision_id)
-
-
-def _take(preds: Any, rows: np.ndarray) -> Any:
-    """The predictions of some queries (rows) of a batch."""
-    def pick(v: Any) -> Any:
-        return v[rows] if isinstance(v, np.ndarray) else v
-
-    return replace(preds, quality=preds.quality[rows], response_tokens=preds.response_tokens[rows],
-                   prompt_tokens=preds.prompt_tokens[rows], cost_usd=preds.cost_usd[rows],
-                   cost_norm=preds.cost_norm[rows], uncertainty=preds.uncertainty[rows], wait_s=preds.wait_s[rows],
-                   available=preds.available[rows], bonus=pick(preds.bonus),
-                   embeddings=None if preds.embeddings is None else preds.embeddings[rows],
-                   token_ids=None if preds.token_ids is None else [preds.token_ids[r] for r in rows])
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -586,22 +557,16 @@ def create_app(service: Service) -> FastAPI:
     @app.post("/v1/route", summary="Route one query or a batch; the decisions `mixllm route --json` prints")
     async def route(body: RouteRequest) -> JSONResponse:
         started = time.perf_counter()
-        default = service.resolve(body.budget, body.lam, "")
-        items = [RouteQuery(id=body.id, query=body.query)] if body.query is not None else body.queries
-        texts, ids, budgets, lams = [], [], [], []
+        policy = WaitPolicy.default(body.max_wait_s, strict=body.strict_wait)
+        items = [RouteQuery(id=body.id, query=body.query)] if body.query is not None else body.queries or []
+        service.check(rq.RouteRequest(query=items[0].query, budget=body.budget, lam=body.lam))
+        requests = []
         for k, q in enumerate(items):
-            where = "" if body.query is not None else f"queries[{k}]."
-            try:
-                texts.append(check_query(q.query, f"{where}query"))
-            except MixLLMError as exc:
-                raise ApiError(400, str(exc), param=f"{where}query") from None
-            name, lam = service.resolve(q.budget, q.lam, where) if (q.budget or q.lam is not None) else default
-            ids.append(None if q.id is None else str(q.id))
-            budgets.append(name)
-            lams.append(lam)
-        policy = WaitPolicy(tolerance_s=30.0 if body.max_wait_s is None else body.max_wait_s,
-                            strict=body.strict_wait)
-        decisions, timings = await service.route(texts, ids, budgets, lams, policy)
+            own = q.budget is not None or q.lam is not None
+            requests.append(service.check(rq.RouteRequest(
+                query=q.query, id=None if q.id is None else str(q.id), budget=q.budget if own else body.budget,
+                lam=q.lam if own else body.lam, policy=policy), "" if body.query is not None else f"queries[{k}]."))
+        decisions, timings = await service.route(requests)
         elapsed = time.perf_counter() - started
         service.metrics.route_latency.observe(elapsed)
         # Where the time went (W3C Server-Timing, ms; the batch's phases when batched with others).
@@ -629,13 +594,11 @@ def create_app(service: Service) -> FastAPI:
         results = await service.record(items)
         if not batch:
             r = results[0]
-            if r["status"] == "error":
-                msg = r["error"].removeprefix("feedback: ")
-                raise ApiError(404 if "unknown decision id" in msg else 400, msg, param="id")
-            r.pop("where")
-            return JSONResponse(r)
-        return JSONResponse({"results": [{"index": k, **{x: v for x, v in r.items() if x != "where"}}
-                                         for k, r in enumerate(results)]})
+            if r.error is not None:
+                msg = str(r.error).removeprefix("feedback: ")
+                raise ApiError(404 if isinstance(r.error, UnknownDecisionError) else 400, msg, param="id")
+            return JSONResponse(r.to_dict())
+        return JSONResponse({"results": [{"index": k, **r.to_dict()} for k, r in enumerate(results)]})
 
     @app.get("/v1/llms", summary="The pool (`mixllm llms --json`), with the shared queue's calls in flight")
     async def llms() -> JSONResponse:
@@ -672,19 +635,18 @@ def create_app(service: Service) -> FastAPI:
             budget = parse_model(body.model, tuple(service.router.artifacts.presets))
             text = check_query(last_user_text(body.messages), "messages: last user message")
         except MixLLMError as exc:
-            raise ApiError(400, str(exc), param="model" if str(exc).startswith("model") else "messages") from None
+            raise ApiError(_status_of(exc), str(exc), param=exc.param or "messages") from None
         if not service._upstream_mask.any():
             raise ApiError(503, "no LLM of the catalogue has a base_url; add base_url (and api_key_env) to "
                                 "models.yaml to forward chat completions", "unavailable")
-        name, lam = service.resolve(budget, None, "")
+        request = service.check(rq.RouteRequest(query=text, budget=budget, policy=WaitPolicy.default()))
         failed: list[dict[str, str]] = []  # {"llm", "error"} of each attempt that failed, in order
         cooling, tried = service.cooling(), frozenset[str]()
         while True:
             exclude = cooling | tried
             if not service.offered(True, exclude).any():
                 exclude = tried  # only LLMs that failed lately are left: try them
-            (decision,), _ = await service.route([text], [None], [name], [lam], WaitPolicy(), upstream_only=True,
-                                                 exclude=exclude)
+            (decision,), _ = await service.route([replace(request, exclude=exclude | service.without_endpoint())])
             out = await _forward(service, body, decision, failed)
             if isinstance(out, Response):
                 return out
