@@ -384,7 +384,7 @@ def feedback_cmd(
     Example: mixllm feedback d3f9a0c1b2e4d5f6 --quality 0.8 --response-tokens 180 --latency-ms 2300
     """
     from . import output
-    from .learning.feedback import parse_feedback, record_feedback
+    from .learning.feedback import Feedback, parse_feedback, record_feedback
     from .paths import home_dir
     from .routing.router import Router
     from .state import open_store
@@ -401,9 +401,9 @@ def feedback_cmd(
     if (decision_id is None) == (jsonl is None):
         raise UsageError("give either a DECISION_ID or --jsonl FILE, not both and not neither")
     if jsonl is None:
-        obj = {"id": decision_id, "quality": quality, "good": good, "response_tokens": response_tokens,
+        given = {"id": decision_id, "quality": quality, "good": good, "response_tokens": response_tokens,
                "latency_ms": latency_ms, "ttft_ms": ttft_ms, "cost_usd": cost_usd}
-        fb = parse_feedback({k: v for k, v in obj.items() if v is not None}, "feedback")
+        fb = parse_feedback({k: v for k, v in given.items() if v is not None}, "feedback")
         (result,) = record_feedback(router, store, [("feedback", fb)], home_dir(home))
         if result.error is not None:
             raise type(result.error)(str(result.error).removeprefix("feedback: "))
@@ -412,7 +412,7 @@ def feedback_cmd(
     from .dataset import iter_jsonl, open_source
 
     stream, name, close = open_source(jsonl)
-    items = []
+    items: list[tuple[str, Feedback | MixLLMError]] = []
     try:
         for lineno, obj in iter_jsonl(stream, name):
             where = f"{name}:{lineno}"

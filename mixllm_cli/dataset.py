@@ -147,7 +147,7 @@ def iter_jsonl(
     past that point, and so ends the iteration with a last error for the line it was reading.
     """
     lineno = 0
-    it = iter(stream)
+    it: Iterator[str | bytes] = iter(stream)
     while True:
         try:
             line = next(it)
@@ -205,7 +205,7 @@ def _outcome_problems(raw: object, at: str) -> tuple[Outcome | None, list[str]]:
     if "cost_usd" in raw:
         if not _is_number(cost):
             problems.append(f"{at}.cost_usd: must be a number (got {cost!r})")
-        elif not (math.isfinite(cost) and cost >= 0):
+        elif not (math.isfinite(cost) and cost >= 0):  # type: ignore[arg-type,operator]  # a number: checked above
             problems.append(f"{at}.cost_usd: must be >= 0 (got {cost!r})")
     if problems:
         return None, problems
@@ -214,7 +214,7 @@ def _outcome_problems(raw: object, at: str) -> tuple[Outcome | None, list[str]]:
             quality=None if quality is None else float(quality),
             prompt_tokens=raw["prompt_tokens"],
             response_tokens=raw["response_tokens"],
-            cost_usd=float(cost),
+            cost_usd=float(cost),  # type: ignore[arg-type]  # a number: checked above
         ),
         [],
     )
@@ -271,7 +271,7 @@ def _record_problems(obj: Mapping[str, Any], prefix: str) -> tuple[Record | None
                 problems += sub
                 if outcome is not None:
                     outcomes[llm] = outcome
-    if problems:
+    if problems or not isinstance(rid, str) or not isinstance(query, str):
         return None, problems
     return Record(id=rid, query=query, task=task, tags=tuple(tags),
                   arrival_s=None if arrival is None else float(arrival), outcomes=outcomes), []

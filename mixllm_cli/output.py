@@ -57,7 +57,7 @@ def evaluation_table(report: dict[str, Any]) -> None:
     table = Table(show_edge=False, header_style="bold")
     for col, justify in (("policy", "left"), ("mean quality", "right"), ("total cost ($)", "right"),
                          (f"% of {report['best_llm']} quality", "right"), ("% of its cost", "right")):
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
     stream = "tolerance_s" in report
     if stream:
         table.add_column("answers too late", justify="right")
@@ -108,7 +108,7 @@ def llms_table(rows: list[dict[str, Any]]) -> None:
                          ("TTFT ms", "right"), ("tok/s", "right"), ("slots", "right"), ("status", "left"),
                          ("outcomes", "right"), ("heads", "left"), ("learned TTFT / tok/s (n)", "right"),
                          ("p50/p95 ms", "right"), ("in flight", "right")):
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in rows:
         status = r["status"] if r["status"] != "cold" else f"cold (explores {r['explore_share']:.0%})"
         heads = f"{r['quality_head']} / {r['length_head']}" if r["quality_head"] else "-"

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ArtifactError, UsageError
 
@@ -116,8 +116,8 @@ class Encoder:
 
     def __init__(self, model_path: Path, tokenizer: Tokenizer) -> None:
         self.model_path = model_path
-        truncation = tokenizer.truncation
-        padding = tokenizer.padding
+        truncation: dict[str, Any] = tokenizer.truncation or {}
+        padding: dict[str, Any] = tokenizer.padding or {}
         self._truncate_left = bool(truncation) and truncation["direction"] == "left"
         # With stride 0 the overflow pieces are exactly the dropped tokens, so one tokenizer
         # call gives both the model's input and the full text; on 1,000 queries that is ~1.6x

@@ -85,7 +85,7 @@ class HeadBank:
         self.heads = list(heads)
         self._lin = np.array([i for i, h in enumerate(self.heads) if isinstance(h, LinearHead)], dtype=np.intp)
         self._other = [i for i, h in enumerate(self.heads) if not isinstance(h, LinearHead)]
-        lin: list[LinearHead] = [self.heads[i] for i in self._lin]  # type: ignore[misc]
+        lin = [h for h in self.heads if isinstance(h, LinearHead)]
         d = len(lin[0].coef) if lin else 0
         self._w = np.zeros((d, len(lin)), np.float32)
         for k, h in enumerate(lin):

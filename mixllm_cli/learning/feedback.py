@@ -14,9 +14,13 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FeedbackError, MixLLMError
+
+if TYPE_CHECKING:
+    from ..routing.router import Router
+    from ..state.base import StoreBase
 
 FIELDS = ("id", "quality", "good", "response_tokens", "latency_ms", "ttft_ms", "cost_usd")
 
@@ -96,7 +100,7 @@ class FeedbackResult:
         return {"id": self.id, "llm": self.llm, "kind": self.kind, "status": self.status}
 
 
-def record_feedback(router: Any, store: Any, items: list[tuple[str, Feedback | MixLLMError]],
+def record_feedback(router: Router, store: StoreBase, items: list[tuple[str, Feedback | MixLLMError]],
                     home: Path, *, apply: bool = True) -> list[FeedbackResult]:
     """Log every valid item in one transaction, then fold the new events into the online model.
 

@@ -52,8 +52,9 @@ from ..core.heads import LOGISTIC_C, MIN_OUTCOMES, RIDGE_ALPHA, LinearHead
 from ..files import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from ..artifacts import ArtifactSet
+    from ..artifacts import ArtifactSet, LLMHeads
     from ..manifest import FileEntry
+    from ..state.base import StoreBase
 
 SNAPSHOT = Path("online") / "snapshot.npz"
 REFIT_MIN = 32
@@ -135,7 +136,7 @@ class OnlineModel:
 
     # ---------------------------------------------------------------- serving
 
-    def overlay(self, llm: str, h: Any, head_sha256: str | None = None) -> Any:
+    def overlay(self, llm: str, h: LLMHeads, head_sha256: str | None = None) -> LLMHeads:
         """The LLM's heads with online updates applied, only if they derive from these very files
         (an LLM removed and added again gets fresh heads: old updates must not land on them)."""
         if llm in self.derived_from and head_sha256 is not None and self.derived_from[llm] != head_sha256:
@@ -159,7 +160,7 @@ class OnlineModel:
     def kappa(self) -> float:
         if len(self.rewards) < 2:
             return 0.0
-        return float(min(KAPPA_CAP, 0.1 * KAPPA_CAP / (np.var(self.rewards) + 0.01)))
+        return min(KAPPA_CAP, 0.1 * KAPPA_CAP / (float(np.var(self.rewards)) + 0.01))
 
     def bonus(self, e: np.ndarray) -> np.ndarray | float:
         if self.df is None or self._cols is None or not self.rewards:
@@ -221,7 +222,7 @@ class OnlineModel:
                 due.append(llm)
         return due
 
-    def refit_heads(self, llm: str, artifacts: ArtifactSet, store: Any, offline: OfflineRows) -> None:
+    def refit_heads(self, llm: str, artifacts: ArtifactSet, store: StoreBase, offline: OfflineRows) -> None:
         """Refit the LLM's linear heads on its offline rows plus every outcome logged for it."""
         from ..core.features import build_features
         from ..core.optim import refit_linear
@@ -278,7 +279,7 @@ class OnlineModel:
                 "llms": {_stem(llm): llm for llm in set(self.a_inv) | set(self.heads)}}
         arrays["meta"] = np.array(json.dumps(meta))
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, allow_pickle=False, **arrays)
         return buf.getvalue()
 
     @classmethod
@@ -311,7 +312,7 @@ def base_identity(artifacts: ArtifactSet) -> str:
     return hashlib.sha256(ident.encode()).hexdigest()
 
 
-def load_snapshot(home: Path, artifacts: ArtifactSet, store: Any = None) -> OnlineModel | None:
+def load_snapshot(home: Path, artifacts: ArtifactSet, store: StoreBase | None = None) -> OnlineModel | None:
     """The home's snapshot file, or the store's when it shares one between replicas (PostgreSQL)."""
     if store is not None and store.shares_snapshot:
         data = store.read_snapshot()
@@ -329,7 +330,7 @@ def load_snapshot(home: Path, artifacts: ArtifactSet, store: Any = None) -> Onli
     return model if model.base == base_identity(artifacts) else None
 
 
-def save_snapshot(home: Path, model: OnlineModel, store: Any = None) -> None:
+def save_snapshot(home: Path, model: OnlineModel, store: StoreBase | None = None) -> None:
     if store is not None and store.shares_snapshot:
         store.write_snapshot(model.to_bytes(), model.last_seq)
         return
@@ -365,7 +366,7 @@ class OfflineRows:
         return x, quality, tokens
 
 
-def catch_up(home: Path, artifacts: ArtifactSet, store: Any, rebuild: bool = False) -> dict[str, Any]:
+def catch_up(home: Path, artifacts: ArtifactSet, store: StoreBase, rebuild: bool = False) -> dict[str, Any]:
     """Fold every logged event the snapshot has not seen (all of them with `rebuild`)."""
     model = None if rebuild else load_snapshot(home, artifacts, store)
     if model is None:

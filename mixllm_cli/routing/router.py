@@ -60,8 +60,8 @@ class Router:
         llms = [catalogue.get(i) for i in self.llm_ids]
         self._price_in = np.array([m.input_usd_per_mtok for m in llms]) / 1e6
         self._price_out = np.array([m.output_usd_per_mtok for m in llms]) / 1e6
-        self._encoder = None
-        self.online = None  # an OnlineModel once feedback has taught something (see `online`)
+        self._encoder: Encoder | None = None
+        self.online: OnlineModel | None = None  # an OnlineModel once feedback has taught something (see `online`)
 
     @classmethod
     def load(cls, home: Path | str | None = None, catalogue_path: Path | str | None = None, *,
@@ -283,8 +283,8 @@ class Router:
         weights = replace(self.weights, tolerance_s=policy.tolerance_s)
         n = len(preds.prompt_tokens)
         ids = list(ids) if ids is not None else [None] * n
-        budgets = list(budget) if isinstance(budget, (list, tuple)) else [budget] * n
-        lams = list(lam) if isinstance(lam, (list, tuple)) else [lam] * n
+        budgets: list[str | None] = list(budget) if isinstance(budget, (list, tuple)) else [budget] * n  # type: ignore[list-item]
+        lams: list[float] = [float(x) for x in lam] if isinstance(lam, (list, tuple)) else [float(lam)] * n  # type: ignore[arg-type]
         if state is None:
             return [self._decide_one(preds, i, preds.wait_s[i], lams[i], budgets[i], ids[i], weights, policy)[0]
                     for i in range(n)]
@@ -305,7 +305,7 @@ class Router:
                 waits = queue.waits(now)
                 d, j = self._decide_one(preds, i, waits, lams[i], budgets[i], ids[i], weights, policy)
                 llm = self.llm_ids[j]
-                slot, start, end = queue.admit(j, now, service_time_s(est[llm], preds.response_tokens[i, j]))
+                slot, start, end = queue.admit(j, now, float(service_time_s(est[llm], preds.response_tokens[i, j])))
                 admission = Admission(
                     llm=llm, budget=budgets[i], lam=lams[i],
                     query_sha256=hashlib.sha256(queries[i].encode("utf-8")).hexdigest(),
