@@ -139,11 +139,12 @@ def main() -> None:
         results["jsonl_command_s"] = round(dt, 2)
         results["jsonl_queries_per_s_whole_command"] = round(len(queries) / dt, 1)
         results["jsonl_peak_rss_mb"] = round(rss, 1)
+        from mixllm_cli.output import json_line
         from mixllm_cli.routing.jsonl import route_jsonl
 
         with open(os.devnull, "w") as sink:
             t = time.perf_counter()
-            route_jsonl(router, path, "low", None, out=sink)
+            route_jsonl(router, path, "low", None, emit=lambda obj: json_line(obj, sink))
             results["jsonl_queries_per_s_in_process"] = round(len(queries) / (time.perf_counter() - t), 1)
     finally:
         os.unlink(path)

@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     args = ap.parse_args()
 
+    from mixllm_cli.output import json_line
     from mixllm_cli.routing.jsonl import route_jsonl
     from mixllm_cli.routing.router import Router
     from mixllm_cli.state.sqlite import StateStore
@@ -153,7 +154,8 @@ def main() -> None:
         src.write_text("".join(json.dumps({"query": t}) + "\n" for t in load))
         for attempt in (1, 2):
             t0 = time.perf_counter()
-            route_jsonl(router, str(src), None, None, state=store, out=io.StringIO())
+            sink = io.StringIO()
+            route_jsonl(router, str(src), None, None, state=store, emit=lambda obj, sink=sink: json_line(obj, sink))
             inproc_qps = len(load) / (time.perf_counter() - t0)
             before = thread_cpu_s(proc.pid)
             server_qps = asyncio.run(concurrent(port, load, args.concurrency))
