@@ -100,6 +100,26 @@ class FeedbackResult:
         return {"id": self.id, "llm": self.llm, "kind": self.kind, "status": self.status}
 
 
+def read_feedback_jsonl(source: str) -> tuple[str, list[tuple[str, Feedback | MixLLMError]]]:
+    """A JSONL file of feedback ('-' for stdin): its name, and per line its place and the parsed item
+    or the error that line gets (bad lines do not stop the others)."""
+    from ..dataset import iter_jsonl, open_source
+
+    stream, name, close = open_source(source)
+    items: list[tuple[str, Feedback | MixLLMError]] = []
+    try:
+        for lineno, obj in iter_jsonl(stream, name):
+            where = f"{name}:{lineno}"
+            try:
+                items.append((where, obj if isinstance(obj, MixLLMError) else parse_feedback(obj, where)))
+            except MixLLMError as exc:
+                items.append((where, exc))
+    finally:
+        if close:
+            stream.close()
+    return name, items
+
+
 def record_feedback(router: Router, store: StoreBase, items: list[tuple[str, Feedback | MixLLMError]],
                     home: Path, *, apply: bool = True) -> list[FeedbackResult]:
     """Log every valid item in one transaction, then fold the new events into the online model.

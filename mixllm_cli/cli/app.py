@@ -1,0 +1,116 @@
+"""The Typer app, the options several commands share, and the helpers behind them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="mixllm",
+    help="Route each query to the LLM that best balances quality, cost and waiting time.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Where trained artifacts and state live (default: $MIXLLM_HOME or the user data dir)."),
+]
+
+
+CatalogueOpt = Annotated[
+    Path | None,
+    typer.Option("--catalogue", help="LLM catalogue YAML (default: <home>/models.yaml, else the shipped models.yaml)."),
+]
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of a table.")]
+
+
+LogQueriesOpt = Annotated[
+    bool, typer.Option("--log-queries", help="Keep the raw query text in the decision log (default: a hash).")
+]
+
+
+NoCacheOpt = Annotated[
+    bool, typer.Option("--no-cache", help="Do not read or write the embedding cache (<home>/cache/embeddings).")
+]
+
+
+BudgetOpt = Annotated[
+    str | None,
+    typer.Option("--budget", "-b", help="very-low | low | medium | high (default: medium)."),
+]
+
+
+LambdaOpt = Annotated[
+    float | None,
+    typer.Option("--lambda", help="Willingness to pay λ >= 0, instead of a --budget preset."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        sys.stdout.write(f"mixllm {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Route each query to the LLM that best balances quality, cost and waiting time.
+
+    Example: mixllm route "Write a haiku about rain" --budget low
+    """
+
+
+def _tolerance(max_wait_s: float | None) -> float:
+    from ..routing.request import default_tolerance
+
+    return default_tolerance(max_wait_s)
+
+
+def _cache(home: Path | None, disabled: bool) -> Path | None:
+    """The embedding-cache folder of the home (embcache), or None with --no-cache."""
+    if disabled:
+        return None
+    from ..embcache import cache_dir
+
+    return cache_dir(home)
+
+
+class _progress:
+    """A rich progress bar on stderr (only when stderr is a terminal)."""
+
+    def __enter__(self):
+        if not sys.stderr.isatty():
+            return lambda stage, done, total: None
+        from rich.progress import Progress
+
+        self._bar = Progress(transient=True, console=None)
+        self._bar.__enter__()
+        self._tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in self._tasks:
+                self._tasks[stage] = self._bar.add_task(stage, total=total)
+            self._bar.update(self._tasks[stage], completed=done)
+
+        return update
+
+    def __exit__(self, *exc):
+        if hasattr(self, "_bar"):
+            self._bar.__exit__(*exc)
+        return False
+

@@ -1,0 +1,111 @@
+"""Training and pool commands: `train-offline`, `add-llm`, `remove-llm`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import UsageError
+from .app import (
+    CatalogueOpt,
+    HomeOpt,
+    NoCacheOpt,
+    _cache,
+    _progress,
+    app,
+)
+
+
+@app.command("train-offline")
+def train_offline_cmd(
+    data: Annotated[Path, typer.Argument(help="Routing dataset (JSONL with every LLM's outcomes).")],
+    catalogue: CatalogueOpt = None,
+    home: HomeOpt = None,
+    quality_head: Annotated[str, typer.Option(help="Quality head family: logistic | rf | mlp | knn.")] = "logistic",
+    length_head: Annotated[str, typer.Option(help="Length head family: ridge | rf | mlp | knn.")] = "ridge",
+    seed: Annotated[int, typer.Option(help="Random seed for folds and estimators.")] = 0,
+    tags: Annotated[
+        bool | None,
+        typer.Option("--tags/--no-tags", help="Train the tag-enhanced embedding (docs/TAGS.md) or keep the general "
+                     "one (default: --no-tags, the better one on RouterBench)."),
+    ] = None,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Train per-LLM heads on full feedback and calibrate the budget presets.
+
+    Writes a new artifact set to <home>/artifacts atomically. With --tags, query tags (the
+    dataset's `tags` field, else derived keyphrases plus `task`) are grouped into domains and a
+    projection of the embedding is trained to gather each domain; routing applies it.
+
+    Example: mixllm train-offline data/routerbench/train.jsonl --home ./myrouter
+    """
+    from .. import output
+    from ..catalogue import load_catalogue
+    from ..paths import catalogue_path, home_artifacts_dir, shipped_artifacts_dir
+    from ..training.fitters import LENGTH_FAMILIES, QUALITY_FAMILIES
+    from ..training.pipeline import TAGS_DEFAULT, train_offline
+
+    if quality_head not in QUALITY_FAMILIES:
+        raise UsageError(f"--quality-head: unknown family '{quality_head}'; choose one of: {', '.join(QUALITY_FAMILIES)}")
+    if length_head not in LENGTH_FAMILIES:
+        raise UsageError(f"--length-head: unknown family '{length_head}'; choose one of: {', '.join(LENGTH_FAMILIES)}")
+    cat = load_catalogue(catalogue_path(home, catalogue))
+    with _progress() as progress:
+        report = train_offline(data, cat, home_artifacts_dir(home), shipped_artifacts_dir() / "encoder",
+                               families={"quality": quality_head, "length": length_head}, seed=seed,
+                               progress=progress, cache=_cache(home, no_cache),
+                               tags=TAGS_DEFAULT if tags is None else tags)
+    output.training_summary(report)
+
+
+@app.command("add-llm")
+def add_llm_cmd(
+    llm_id: Annotated[str, typer.Argument(metavar="ID", help="The new LLM's id, e.g. meta/llama-3.1-8b.")],
+    input_usd_per_mtok: Annotated[float, typer.Option("--input-usd-per-mtok", help="USD per 1M prompt tokens.")],
+    output_usd_per_mtok: Annotated[float, typer.Option("--output-usd-per-mtok", help="USD per 1M response tokens.")],
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Routing dataset with this LLM's outcomes (JSONL).")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Display name (default: the id).")] = None,
+    ttft_ms: Annotated[float | None, typer.Option("--ttft-ms", help="Time to first token (default 500).")] = None,
+    output_tokens_per_s: Annotated[
+        float | None, typer.Option("--output-tokens-per-s", help="Output speed (default 50).")
+    ] = None,
+    slots: Annotated[int | None, typer.Option("--slots", help="Concurrent requests (default 4).")] = None,
+    explore_share: Annotated[
+        float, typer.Option("--explore-share", help="Without --data: the share of queries a cold LLM may be offered.")
+    ] = 0.05,
+    home: HomeOpt = None,
+) -> None:
+    """Add an LLM to your pool, training only its own two heads (cold without --data).
+
+    Every other LLM's heads stay byte-identical. Your catalogue is <home>/models.yaml (copied
+    from the shipped one on the first change).
+
+    Example: mixllm add-llm mistralai/mixtral-8x7b-chat --input-usd-per-mtok 0.6 --output-usd-per-mtok 0.6 --data outcomes.jsonl
+    """
+    from .. import output
+    from ..training.pool import add_llm, llm_from_options
+
+    llm = llm_from_options(llm_id, name, input_usd_per_mtok, output_usd_per_mtok, ttft_ms, output_tokens_per_s, slots)
+    with _progress() as progress:
+        report = add_llm(llm, data, home=home, explore_share=explore_share, progress=progress)
+    output.json_line(report)
+
+
+@app.command("remove-llm")
+def remove_llm_cmd(
+    llm_id: Annotated[str, typer.Argument(metavar="ID", help="The LLM to remove.")],
+    home: HomeOpt = None,
+) -> None:
+    """Remove an LLM from your pool; its heads are archived under <home>/archive/.
+
+    Example: mixllm remove-llm claude-v1
+    """
+    from .. import output
+    from ..training.pool import remove_llm
+
+    output.json_line(remove_llm(llm_id, home=home))
+
