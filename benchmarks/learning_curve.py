@@ -6,7 +6,7 @@ The shipped recipe throughout: the lexical spec (idf) fitted on the training row
 features from build_features, one logistic quality head per LLM (C = LOGISTIC_C) and one ridge
 length head per LLM pricing the query, with one cost unit for all fits (the mean cost of a GPT-4
 call on train, as in head_variants.py and the shipped artifact). The router's λ is swept over
-training.LAMBDA_GRID and the `frontier` helper of compare_heads.py (as in head_variants.py) gives
+training.presets.LAMBDA_GRID and the `frontier` helper of compare_heads.py (as in head_variants.py) gives
 the best % of always-GPT-4's quality reachable within 10/15/20/25% of its cost. Measurement only:
 nothing is chosen here.
 

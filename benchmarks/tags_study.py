@@ -17,7 +17,7 @@
    both variants need them) and the routing latency the projection adds per query.
 
 Bands: the best share of always-GPT-4's quality reachable (non-decreasing convex hull of the
-sweep, mixllm_cli/frontier.py) at ≤5 % (very low), ≤10 % (low), ≤25 % (medium) and ≤50 % (high)
+sweep, mixllm_cli/evaluation/frontier.py) at ≤5 % (very low), ≤10 % (low), ≤25 % (medium) and ≤50 % (high)
 of always-GPT-4's cost. AIQ: the hull's mean quality share over cost shares [0, 1].
 """
 
