@@ -279,7 +279,7 @@ def test_one_batch_with_several_waiting_policies_decides_each_like_alone(trained
     import asyncio
 
     from mixllm_cli.routing.router import Router, RouteRequest, WaitPolicy
-    from mixllm_cli.serve.app import Service, _Pending
+    from mixllm_cli.serve.service import Service, _Pending
 
     service = Service(trained_home)
     try:
