@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from .routing.results import Decision
 
 
 def json_line(obj: Any, stream: TextIO | None = None) -> None:
@@ -29,7 +32,7 @@ def _console(stream: TextIO | None = None):
     return Console(file=stream, highlight=False, soft_wrap=False, width=width)
 
 
-def route_table(decision: Any) -> None:
+def route_table(decision: Decision) -> None:
     from rich.table import Table
 
     table = Table(title=None, show_edge=False, header_style="bold")

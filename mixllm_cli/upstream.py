@@ -9,9 +9,13 @@ from the environment variable it names, the upstream model name), and what the c
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from .errors import MixLLMError, UsageError
+
+if TYPE_CHECKING:
+    from .catalogue import LLM
 
 MODEL_PREFIX = "mixllm"
 DEFAULT_FALLBACKS = 2  # a chat completion whose LLM fails is routed again, at most this many more times
@@ -58,11 +62,11 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
     raise UsageError("messages: no user message to route")
 
 
-def has_upstream(llm: Any) -> bool:
+def has_upstream(llm: LLM) -> bool:
     return llm.base_url is not None
 
 
-def upstream_call(llm: Any, body: dict[str, Any], environ: Any = None) -> tuple[str, dict[str, str], dict[str, Any]]:
+def upstream_call(llm: LLM, body: dict[str, Any], environ: Mapping[str, str] | None = None) -> tuple[str, dict[str, str], dict[str, Any]]:
     """(URL, headers, JSON body) of the request to send to `llm`'s endpoint."""
     environ = os.environ if environ is None else environ
     if llm.base_url is None:
@@ -98,7 +102,7 @@ def usage_tokens(usage: Any) -> tuple[int | None, int | None]:
     return count("prompt_tokens"), count("completion_tokens")
 
 
-def call_cost_usd(llm: Any, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
+def call_cost_usd(llm: LLM, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
     """The catalogue price of the call's real token counts; None without usage."""
     if prompt_tokens is None or completion_tokens is None:
         return None

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from types import TracebackType
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 app = typer.Typer(
     name="mixllm",
@@ -93,14 +98,14 @@ def _cache(home: Path | None, disabled: bool) -> Path | None:
 class _progress:
     """A rich progress bar on stderr (only when stderr is a terminal)."""
 
-    def __enter__(self):
+    def __enter__(self) -> Callable[[str, int, int], None]:
         if not sys.stderr.isatty():
             return lambda stage, done, total: None
         from rich.progress import Progress
 
         self._bar = Progress(transient=True, console=None)
         self._bar.__enter__()
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, TaskID] = {}
 
         def update(stage: str, done: int, total: int) -> None:
             if stage not in self._tasks:
@@ -109,8 +114,8 @@ class _progress:
 
         return update
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if hasattr(self, "_bar"):
-            self._bar.__exit__(*exc)
-        return False
+            self._bar.__exit__(kind, value, tb)
 
