@@ -102,13 +102,13 @@ def main() -> None:
     ap.add_argument("--ratios", default="0.8,0.5,0.3", help="offline shares to run (comma-separated)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the offline/online split")
     args = ap.parse_args()
-    from mixllm_cli.learning import online
+    from mixllm_cli.learning import online, updates
 
     for flag, const in (("refit_min", "REFIT_MIN"), ("refit_growth", "REFIT_GROWTH"), ("kappa_cap", "KAPPA_CAP")):
         if getattr(args, flag) is not None:
             setattr(online, const, getattr(args, flag))
     if args.refit:
-        os.environ[online.REFIT_ENV] = "1"
+        os.environ[updates.REFIT_ENV] = "1"
     cat = load_catalogue(ROOT / "models.yaml")
     train = read_dataset(ROOT / "data/routerbench/train.jsonl")
     test = read_dataset(ROOT / "data/routerbench/test.jsonl")
@@ -123,8 +123,8 @@ def main() -> None:
     perm = np.random.default_rng(args.seed).permutation(len(train))
     title = (f"Test quality at the `{args.preset}` preset (mean quality ×100; in brackets % of always-GPT-4's "
              "quality / cost).")
-    settings = (f"online settings: refit after >= {online.REFIT_MIN} new outcomes and >= "
-                f"{online.REFIT_GROWTH:.0%} more rows ({'on' if online.refits_enabled() else 'off'}), "
+    settings = (f"online settings: refit after >= {updates.REFIT_MIN} new outcomes and >= "
+                f"{updates.REFIT_GROWTH:.0%} more rows ({'on' if updates.refits_enabled() else 'off'}), "
                 f"κ cap {online.KAPPA_CAP:g}; split seed {args.seed}; evaluated on {'a validation split of train' if args.validation else 'the test split'}")
     # The ceiling: every outcome of the online part known offline (full feedback on all of train).
     # No online learner from partial feedback can be expected to beat it.

@@ -33,7 +33,7 @@ from continual_study import online_phase, test_quality
 from mixllm_cli.catalogue import load_catalogue
 from mixllm_cli.core.encoder import Encoder
 from mixllm_cli.dataset import read_dataset
-from mixllm_cli.learning.online import REFIT_ENV
+from mixllm_cli.learning.updates import REFIT_ENV
 from mixllm_cli.routing.router import Router
 from mixllm_cli.training.pipeline import outcome_table, train_offline
 

@@ -136,14 +136,14 @@ def test_batch_feedback_one_result_per_line(trained_home, cli, tmp_path):
 
 
 def test_rebuild_reproduces_the_snapshot_and_a_crash_loses_nothing(trained_home, cli, monkeypatch):
-    from mixllm_cli.learning import online
+    from mixllm_cli.learning import updates
 
     ds = route_ids(cli, CODE[0], 6, "--lambda", "1000")
     for d in ds[:3]:
         assert cli("feedback", d["decision_id"], "--quality", "0", "--response-tokens", "5")[0] == 0
     # the process dies after the log write, before the snapshot is saved
     with monkeypatch.context() as m:
-        m.setattr(online, "save_snapshot", lambda *a: (_ for _ in ()).throw(OSError("killed")))
+        m.setattr(updates, "save_snapshot", lambda *a: (_ for _ in ()).throw(OSError("killed")))
         with pytest.raises(OSError):
             cli("feedback", ds[3]["decision_id"], "--quality", "0", "--response-tokens", "5")
     assert stats(cli)["feedback"] == 4  # acknowledged by the log
@@ -163,6 +163,7 @@ def test_sherman_morrison_keeps_the_exact_inverse():
     from types import SimpleNamespace
 
     from mixllm_cli.learning.online import OnlineModel
+    from mixllm_cli.learning.updates import apply_event
 
     rng = np.random.default_rng(0)
     d = 6
@@ -174,8 +175,8 @@ def test_sherman_morrison_keeps_the_exact_inverse():
     model = OnlineModel(base="t")
     for _ in range(15):
         e = rng.normal(size=d).astype(np.float32)
-        model.apply({"llm": "x", "kind": "binary", "good": 1, "embedding": e.tobytes(),
-                     "token_ids": np.zeros(0, np.int32).tobytes()}, arts)
+        apply_event(model, {"llm": "x", "kind": "binary", "good": 1, "embedding": e.tobytes(),
+                            "token_ids": np.zeros(0, np.int32).tobytes()}, arts)
         a += np.outer(e, e)
     np.testing.assert_allclose(model.a_inv["x"], np.linalg.inv(a), rtol=1e-3, atol=1e-5)
 

@@ -56,7 +56,7 @@ def feedback_cmd(
     if rebuild:
         if decision_id or jsonl:
             raise UsageError("--rebuild: give no DECISION_ID and no --jsonl")
-        from ..learning.online import catch_up
+        from ..learning.updates import catch_up
 
         output.json_line(catch_up(home_dir(home), router.offline_artifacts, store, rebuild=True))
         return

@@ -126,7 +126,7 @@ def record_feedback(router: Router, store: StoreBase, items: list[tuple[str, Fee
 
     Returns one result per item, in order: recorded, duplicate, or error (nothing written for it).
     """
-    from .online import catch_up
+    from .updates import catch_up
 
     defaults = router.latency_defaults()
     pool = set(router.llm_ids)

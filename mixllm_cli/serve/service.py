@@ -278,7 +278,7 @@ class Service:
         self._exec["learn"].submit(self._learn)
 
     def _learn(self) -> None:
-        from ..learning.online import catch_up
+        from ..learning.updates import catch_up
 
         # At most one pass per LEARN_INTERVAL_S: under load, feedback folds in micro-batches
         # instead of re-reading and re-writing the snapshot for every event.
