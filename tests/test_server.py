@@ -4,6 +4,7 @@ client as the caller and a fake upstream provider."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 
@@ -251,8 +252,8 @@ def test_two_real_replicas_one_killed_mid_load(trained_home, tiny, pg_url):
         def hammer(k):
             try:
                 return post(ports[0], {"query": f"{CODE[k % 5]} {k}", "lambda": 1.0})["decision_id"]
-            except (urllib.error.URLError, ConnectionError, OSError):
-                return None
+            except (urllib.error.URLError, ConnectionError, OSError, http.client.HTTPException, ValueError):
+                return None  # in flight at the kill: refused, reset, or cut mid-answer (IncompleteRead)
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             futures = [pool.submit(hammer, k) for k in range(200)]

@@ -154,13 +154,13 @@ import sys, time
 from mixllm_cli.routing.router import Router
 from mixllm_cli.state import open_store
 from mixllm_cli.core.latency import LatencyEstimate
-home, url, seconds, tag = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+home, url, seconds, tag, minimum = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 router = Router.load(home)
 store = open_store(url=url)
 preds = router.predict(["write a python function to sum two numbers"])
 end = time.time() + seconds
 i = 0
-while time.time() < end:
+while i < minimum or time.time() < end:  # at least `minimum` rows however slow the machine
     d = router.decisions(preds, None, 50.0, [f"{tag}-{i}"], queries=[f"{tag}-{i}"], state=store)[0]
     print(d.decision_id, flush=True)  # acknowledged: committed before this line
     if i % 2 == 0:
@@ -169,9 +169,9 @@ while time.time() < end:
 """
 
 
-def _workers(home, url, n, seconds):
+def _workers(home, url, n, seconds, minimum=0):
     env = {**os.environ}
-    return [subprocess.Popen([sys.executable, "-c", WORKER, str(home), url, str(seconds), f"w{k}"],
+    return [subprocess.Popen([sys.executable, "-c", WORKER, str(home), url, str(seconds), f"w{k}", str(minimum)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for k in range(n)]
 
 
@@ -186,7 +186,7 @@ def _rows(store):
 
 
 def test_processes_at_once_lose_nothing_and_never_double_book(trained_home, store_url, store):
-    procs = _workers(trained_home, store_url, 4, 3.0)
+    procs = _workers(trained_home, store_url, 4, 3.0, minimum=8)
     acked = []
     for p in procs:
         out, err = p.communicate(timeout=120)
