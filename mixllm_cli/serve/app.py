@@ -97,7 +97,7 @@ def _route_requests(service: Service, body: RouteRequest) -> list[rq.RouteReques
     # (mypy sees RouteQuery's field defaults only with the pydantic plugin)
     single = [RouteQuery(id=body.id, query=body.query)] if body.query is not None else None  # type: ignore[call-arg]
     items = single or body.queries or []
-    service.check(rq.RouteRequest(query=items[0].query, budget=body.budget, lam=body.lam))
+    service.check_budget(body.budget, body.lam)
     requests = []
     for k, q in enumerate(items):
         own = q.budget is not None or q.lam is not None

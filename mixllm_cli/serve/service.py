@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from ..errors import MixLLMError, UsageError
-from ..routing.request import RouteRequest
+from ..routing.request import RouteRequest, default_tolerance
 from ..routing.router import Decision, Router
 from ..upstream import DEFAULT_COOLDOWN_S, DEFAULT_FALLBACKS
 from .errors import ApiError, status_of
@@ -85,6 +85,7 @@ class Service:
         if not cooldown_s >= 0:
             raise UsageError(f"must be >= 0 (got {cooldown_s})", param="cooldown_s")
         self.cooldown_s = cooldown_s
+        default_tolerance()  # a bad $MIXLLM_MAX_WAIT_S is the operator's error: refuse to start, not every request
         self._cooling: dict[str, float] = {}  # LLM id → monotonic time its chat-completion cooldown ends
         self.router = self._load_router(catalogue)
         self.router.predict(["warm up"])  # load the encoder now, not on the first request
@@ -161,6 +162,13 @@ class Service:
         except MixLLMError as exc:
             raise ApiError(status_of(exc), f"{where}{exc}", param=f"{where}{exc.param or 'query'}") from None
         return request
+
+    def check_budget(self, budget: str | None, lam: float | None) -> None:
+        """Refuse a body-wide budget or λ that no query could use."""
+        try:
+            self.router.resolve_budget(budget, lam)
+        except MixLLMError as exc:
+            raise ApiError(status_of(exc), str(exc), param=exc.param) from None
 
     async def _drain(self) -> None:
         while self._pending:
