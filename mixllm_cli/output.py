@@ -89,6 +89,9 @@ def training_summary(report: dict[str, Any]) -> None:
     if report.get("tags"):
         console.print(f"tag-enhanced embedding: {report['tags']['k']} domains, "
                       f"{report['tags']['seconds']['total']} s for the tag pipeline")
+    # Plain lines, not rich markup: they quote the user's data (key names, LLM ids).
+    for warning in report.get("warnings") or ():
+        note(f"Warning: {warning}")
 
 
 def tags_report(report: dict[str, Any]) -> None:
@@ -107,11 +110,14 @@ def llms_table(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(show_edge=False, header_style="bold")
+    figures = ("input_usd_per_mtok", "output_usd_per_mtok", "ttft_ms", "output_tokens_per_s", "slots")
     for col, justify in (("LLM", "left"), ("$ in / 1M tok", "right"), ("$ out / 1M tok", "right"),
                          ("TTFT ms", "right"), ("tok/s", "right"), ("slots", "right"), ("status", "left"),
                          ("outcomes", "right"), ("heads", "left"), ("learned TTFT / tok/s (n)", "right"),
                          ("p50/p95 ms", "right"), ("in flight", "right")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        # A figure and its "(default)" mark stay on one line.
+        table.add_column(col, justify=justify, no_wrap=col in ("TTFT ms", "tok/s", "slots"))  # type: ignore[arg-type]
+    endpoints = []
     for r in rows:
         status = r["status"] if r["status"] != "cold" else f"cold (explores {r['explore_share']:.0%})"
         heads = f"{r['quality_head']} / {r['length_head']}" if r["quality_head"] else "-"
@@ -119,10 +125,21 @@ def llms_table(rows: list[dict[str, Any]]) -> None:
                    if r["latency_observations"] else "-")
         pct = r["latency_p50_p95_ms"]
         pct_text = f"{pct[0]:.0f}/{pct[1]:.0f}" if pct else "-"
-        table.add_row(r["id"], f"{r['input_usd_per_mtok']:g}", f"{r['output_usd_per_mtok']:g}", f"{r['ttft_ms']:g}",
-                      f"{r['output_tokens_per_s']:g}", str(r["slots"]), status, str(r["outcomes"]), heads, learned,
-                      pct_text, str(r["calls_in_flight"]))
-    _console().print(table)
+        defaults = set(r.get("defaults", ()))
+        shown = [f"{r[k]:g}" + (" (default)" if k in defaults else "") for k in figures]
+        table.add_row(r["id"], *shown, status, str(r["outcomes"]), heads, learned, pct_text, str(r["calls_in_flight"]))
+        if r.get("base_url"):
+            # The key's variable and whether it is set; never the key.
+            key = (f", key in ${r['api_key_env']}" + ("" if r.get("api_key_set") else " (not set)")
+                   if r.get("api_key_env") else "")
+            model = f", model {r['upstream_model']}" if r.get("upstream_model") else ""
+            endpoints.append(f"{r['id']}: {r['base_url']}{model}{key}")
+    console = _console()
+    console.print(table)
+    if endpoints:
+        console.print("endpoints:", markup=False)
+        for line in endpoints:
+            console.print(f"  {line}", markup=False)
 
 
 def stats_table(report: dict[str, Any]) -> None:

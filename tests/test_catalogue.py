@@ -202,13 +202,16 @@ def test_valid_edge_values_pass() -> None:
     assert cat.get("a").input_usd_per_mtok == 0.0
 
 
-def test_missing_fields_each_reported() -> None:
+def test_missing_required_fields_each_reported() -> None:
     bad = entry("b")
-    del bad["ttft_ms"]
-    del bad["sources"]["slots"]
-    assert errors_of(doc(entry("a"), bad)) == [
-        "models.yaml: llms[1].ttft_ms: missing (required)",
-        "models.yaml: llms[1].sources.slots: missing (say where it comes from, or 'estimate: <why>')",
+    del bad["input_usd_per_mtok"]
+    del bad["output_usd_per_mtok"]
+    nameless = entry("c")
+    del nameless["id"]
+    assert errors_of(doc(entry("a"), bad, nameless)) == [
+        "models.yaml: llms[1].input_usd_per_mtok: missing (required)",
+        "models.yaml: llms[1].output_usd_per_mtok: missing (required)",
+        "models.yaml: llms[2].id: missing (required)",
     ]
 
 
@@ -370,3 +373,115 @@ def test_catalogue_rejects_duplicates_built_in_code() -> None:
     a = LLM(**entry("a"))
     with pytest.raises(CatalogueError, match="duplicate LLM id 'a'"):
         Catalogue((a, copy.copy(a)))
+
+
+# --- only id and prices required; defaults remembered and marked ------------------------------
+
+MINIMAL = {"id": "m", "input_usd_per_mtok": 0.5, "output_usd_per_mtok": 1.5}
+
+
+def test_an_entry_needs_only_id_and_prices() -> None:
+    llm = parse_catalogue(doc(MINIMAL), "m").get("m")
+    assert (llm.name, llm.ttft_ms, llm.output_tokens_per_s, llm.slots) == ("m", 500.0, 50.0, 4)
+    assert llm.defaults == ("name", "ttft_ms", "output_tokens_per_s", "slots")
+    assert dict(llm.sources) == {"prices": "not given", "ttft_ms": "default", "output_tokens_per_s": "default",
+                                 "slots": "default"}
+    # built in code the same way
+    assert LLM(id="m", input_usd_per_mtok=0.5, output_usd_per_mtok=1.5) == llm
+
+
+def test_partial_figures_and_sources() -> None:
+    llm = parse_catalogue(doc({**MINIMAL, "ttft_ms": 250, "sources": {"ttft_ms": "measured"}}), "m").get("m")
+    assert llm.ttft_ms == 250.0 and llm.defaults == ("name", "output_tokens_per_s", "slots")
+    assert llm.source("ttft_ms") == "measured" and llm.source("prices") == "not given"
+    assert llm.source("slots") == "default"
+
+
+def test_saving_writes_back_only_what_the_entry_states(tmp_path: Path) -> None:
+    stated = {**MINIMAL, "slots": 4, "sources": {"slots": "the default, on purpose"}}  # a default written out
+    cat = parse_catalogue(doc(MINIMAL, {**stated, "id": "n"}), "m")
+    out = tmp_path / "models.yaml"
+    save_catalogue(cat, out)
+    saved = yaml.safe_load(out.read_text())
+    assert saved["llms"] == [{"id": "m", "input_usd_per_mtok": 0.5, "output_usd_per_mtok": 1.5},
+                             {"id": "n", "input_usd_per_mtok": 0.5, "output_usd_per_mtok": 1.5, "slots": 4,
+                              "sources": {"slots": "the default, on purpose"}}]
+    again = load_catalogue(out)
+    assert again == cat and [x.given for x in again] == [x.given for x in cat]
+    assert again.get("n").defaults == ("name", "ttft_ms", "output_tokens_per_s")
+
+
+def test_fingerprint_is_on_effective_values() -> None:
+    explicit = {**MINIMAL, "name": "m", "ttft_ms": 500, "output_tokens_per_s": 50, "slots": 4,
+                "sources": {"prices": "x", "ttft_ms": "y", "output_tokens_per_s": "z", "slots": "w"}}
+    short = parse_catalogue(doc(MINIMAL), "m").fingerprint()
+    assert parse_catalogue(doc(explicit), "m").fingerprint() == short
+    assert parse_catalogue(doc({**MINIMAL, "slots": 5}), "m").fingerprint() != short
+    assert parse_catalogue(doc({**MINIMAL, "ttft_ms": 501}), "m").fingerprint() != short
+
+
+def test_shipped_catalogue_keeps_its_fingerprint_and_bytes(tmp_path: Path) -> None:
+    # The shipped artifact set records this fingerprint (tests/test_shipped_default.py checks it loads).
+    cat = load_catalogue(SHIPPED)
+    assert cat.fingerprint() == "6647cb6566e87af1d01452c4249f9877c897a3fe63cac6ea185d7352bf18eee5"
+    assert all(llm.defaults == () for llm in cat)
+    out = tmp_path / "models.yaml"
+    save_catalogue(cat, out)
+    assert yaml.safe_load(out.read_text()) == yaml.safe_load(SHIPPED.read_text())
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"sources": {"slots": "estimate"}},
+         ("models.yaml: llms[0].sources.slots: gives a source but slots is not given (the default 4 needs none): "
+         "give slots or drop this source")),
+        ({"ttft": 300}, "models.yaml: llms[0]: unknown key 'ttft'"),  # a typo is never a silent default
+        ({"sources": {"ttft": "x"}}, "models.yaml: llms[0].sources: unknown key 'ttft'"),
+        ({"ttft_ms": 1e9}, "models.yaml: llms[0].ttft_ms: must be <= 3.6e+06 (got 1000000000.0)"),
+        ({"input_usd_per_mtok": 1e7}, "models.yaml: llms[0].input_usd_per_mtok: must be <= 1e+06 (got 10000000.0)"),
+        ({"slots": 10**7}, "models.yaml: llms[0].slots: must be <= 1000000 (got 10000000)"),
+        ({"name": "x" * 1001}, "models.yaml: llms[0].name: must be at most 1000 characters (got 1001)"),
+    ],
+)
+def test_optional_field_problems(changes: dict, expected: str) -> None:
+    assert errors_of(doc({**MINIMAL, **changes})) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("base_url", "https://me:sk-secret@api.example.com/v1",
+         "must not hold credentials (user:key@); name the key's environment variable in api_key_env"),
+        ("base_url", "https://api.example.com/v1?key=sk-secret",
+         "must not have a query string or fragment (got https://api.example.com/v1?...)"),
+        ("base_url", "https://api.example.com:port/v1",
+         "must be an http(s) URL like https://api.example.com/v1 (got 'https://api.example.com:port/v1')"),
+        ("api_key_env", "sk-proj-" + "a" * 40,
+         ("must be the NAME of an environment variable holding the key, like OPENAI_API_KEY "
+         "(got a 48-character value, not shown)")),
+    ],
+)
+def test_endpoint_fields_never_echo_a_secret(field: str, value: str, message: str) -> None:
+    (line,) = errors_of(doc({**MINIMAL, field: value}))
+    assert line == f"models.yaml: llms[0].{field}: {message}"
+    assert "sk-secret" not in line and "aaaa" not in line
+
+
+def test_updated_marks_its_changes_as_given() -> None:
+    llm = LLM(id="m", input_usd_per_mtok=0.5, output_usd_per_mtok=1.5)
+    changed = llm.updated(ttft_ms=500.0, base_url="http://127.0.0.1:8000/v1", sources={"ttft_ms": "measured"})
+    assert changed.written() == {"id": "m", "input_usd_per_mtok": 0.5, "output_usd_per_mtok": 1.5,
+                                 "ttft_ms": 500.0, "sources": {"ttft_ms": "measured"},
+                                 "base_url": "http://127.0.0.1:8000/v1"}
+    assert changed.defaults == ("name", "output_tokens_per_s", "slots")
+    assert changed.updated(base_url=None).endpoint == {}
+    with pytest.raises(CatalogueError, match="cannot change id"):
+        llm.updated(id="other")
+    with pytest.raises(CatalogueError, match="ttft_ms: must be > 0"):
+        llm.updated(ttft_ms=0)
+    # a default's value in the wrong type, or an emptied name, is an error, not a silent default
+    with pytest.raises(CatalogueError, match=r"slots: must be an integer \(got 4.0\)"):
+        llm.updated(slots=4.0)
+    with pytest.raises(CatalogueError, match="name: must be a non-empty string"):
+        llm.updated(name="")

@@ -230,7 +230,7 @@ def test_failed_training_keeps_the_previous_set(tiny, cli, isolated_home, monkey
     with pytest.raises(OSError):
         cli("train-offline", tiny / "train.jsonl", "--catalogue", tiny / "models.yaml", "--seed", "3")
     assert (isolated_home / "artifacts" / "manifest.json").read_bytes() == before
-    leftovers = [p.name for p in isolated_home.iterdir() if p.name not in ("artifacts", "cache")]  # no staging dirs
+    leftovers = [p.name for p in isolated_home.iterdir() if p.name not in ("artifacts", "cache", "models.yaml")]  # no staging dirs
     assert leftovers == []
 
 

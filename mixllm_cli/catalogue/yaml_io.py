@@ -34,8 +34,6 @@ def _yaml_loader() -> type:
 
 def load_catalogue(path: str | os.PathLike[str]) -> Catalogue:
     """Read and validate a catalogue file."""
-    import yaml
-
     name = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -43,6 +41,13 @@ def load_catalogue(path: str | os.PathLike[str]) -> Catalogue:
         raise CatalogueError(f"{name}: no such file") from None
     except OSError as exc:
         raise CatalogueError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    return loads_catalogue(raw, name)
+
+
+def loads_catalogue(raw: bytes, name: str = "models.yaml") -> Catalogue:
+    """Validate a catalogue file's bytes; `name` is the file named in error messages."""
+    import yaml
+
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -97,14 +102,16 @@ def _plain(value: float) -> float | int:
 
 
 def dump_catalogue(catalogue: Catalogue) -> str:
-    """The catalogue as YAML text, in the shipped field order."""
+    """The catalogue as YAML text, in the shipped field order; each entry holds only the fields it
+    states (`LLM.written`), so a figure left to its default stays a default."""
     import yaml
 
     entries = []
     for llm in catalogue.llms:
-        entry = llm.to_dict()
+        entry = llm.written()
         for key in ("input_usd_per_mtok", "output_usd_per_mtok", "ttft_ms", "output_tokens_per_s"):
-            entry[key] = _plain(entry[key])
+            if key in entry:
+                entry[key] = _plain(entry[key])
         entries.append(entry)
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     body = yaml.dump(

@@ -103,14 +103,20 @@ def tags_cmd(
 
 @app.command("llms")
 def llms_cmd(as_json: JsonOpt = False, home: HomeOpt = None, catalogue: CatalogueOpt = None) -> None:
-    """List the pool: prices, latency figures, and whether each LLM has trained heads or is cold.
+    """List the pool: prices, latency figures, endpoints, and whether each LLM has trained heads or is cold.
+
+    Figures the catalogue leaves to their defaults are marked so ("500 (default)"; --json: each
+    row's `defaults`). An endpoint shows the key's variable name and whether it is set, never the key.
 
     Example: mixllm llms --json
     """
     from .. import output
-    from ..training.pool import list_llms
+    from ..training.pool import catalogue_drift, list_llms
 
     rows = list_llms(home, catalogue)
+    drift = catalogue_drift(home, catalogue)
+    if drift:
+        output.note(f"Warning: {drift}")
     if as_json:
         output.json_line(rows)
         return

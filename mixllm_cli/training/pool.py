@@ -1,4 +1,5 @@
-"""Change the candidate pool without retraining the rest: add-llm, remove-llm, llms.
+"""Change the candidate pool without retraining the rest: add-llm, fit-llm, remove-llm, set-endpoint,
+llms, and the catalogue `train-offline --catalogue X` keeps in the home.
 
 The user's pool lives under the home: `<home>/models.yaml` (a copy of the shipped catalogue made
 on the first change; the shipped file stays read-only) and `<home>/artifacts/` (a copy of the
@@ -10,18 +11,45 @@ removing writes the catalogue, then the manifest, and deletes the heads only aft
 them. A crash between steps leaves at worst an unreferenced file or a manifest entry for an LLM
 the catalogue does not name, both ignored by routing and overwritten by the next add.
 
+Heads are always written to files no manifest entry names (the usual `heads/<llm>.<kind>...`
+names when free, else the same with a timestamp), so the manifest in place never points at a file
+being rewritten: `fit-llm` on a warm LLM writes its new heads beside the old ones, archives the old
+ones under `<home>/archive/`, switches the manifest, and only then deletes them.
+
 A "cold" LLM (added without data) has no heads. Until feedback trains it, the router estimates
 its quality optimistically as the best pool LLM's mean training quality and its response length
 as the pool's median mean length (both stated in the manifest), and offers it only on a capped,
 deterministic share of queries (those whose sha256 falls under `explore_share`); within that
-share its A = I uncertainty bonus and the optimistic prior decide whether it wins.
+share its A = I uncertainty bonus and the optimistic prior decide whether it wins. `fit-llm ID
+--data DATA.jsonl` (e.g. the output of `mixllm collect --llms ID`) gives it heads, or retrains a
+warm LLM's, from at least MIN_OUTCOMES (core/heads: 20) outcomes with a quality: below that
+`fit_head` would fall back to a constant head, which predicts the same quality for every query and
+would end the LLM's exploration for nothing, so both `add-llm --data` and `fit-llm` refuse and the
+LLM stays as it was.
+
+`train-offline --catalogue X --home H` keeps X as `H/models.yaml` (`keep_catalogue`), so every
+later command in H routes on the catalogue the set was trained with. Order: the artifact set is
+published first, the catalogue written after it (atomically; a different previous `H/models.yaml`
+is archived first). Writing the catalogue first would leave H naming LLMs without heads whenever
+training fails (bad data is far likelier than a crash). The window between the two writes is one
+atomic rename of a small file; a crash inside it leaves H with the new set and the previous
+catalogue. Nothing checks the manifest's `catalogue_fingerprint` against the catalogue at load
+(`artifacts.load_artifact_set` and `Router` route the catalogue LLMs that have heads, priced by the
+catalogue), so H then routes among the previous catalogue's LLMs that the new set has heads for
+(or, if none, fails with "no trained heads ... run `mixllm train-offline`"). `mixllm llms` says so
+(`catalogue_drift`: the catalogue and the set name different LLMs), and running the same
+`train-offline` again repairs it (the embedding cache makes the rerun cheap).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import os
 import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,10 +58,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..artifacts import llm_file_stem, write_llm_heads
-from ..catalogue import LLM, Catalogue, load_catalogue, save_catalogue, with_llm, without_llm
-from ..errors import DataError, UsageError
+from ..catalogue import (
+    LLM,
+    Catalogue,
+    dump_catalogue,
+    load_catalogue,
+    loads_catalogue,
+    save_catalogue,
+    upstream_problems,
+    with_llm,
+    without_llm,
+)
+from ..core.heads import MIN_OUTCOMES
+from ..errors import CatalogueError, DataError, UsageError
 from ..files import atomic_write_bytes, dump_json, publish_dir, sha256_file, staging_dir
-from ..manifest import MANIFEST, ColdEntry, FileEntry, Manifest
+from ..manifest import MANIFEST, ColdEntry, FileEntry, LLMHeadsEntry, Manifest
 from ..paths import catalogue_path, home_artifacts_dir, home_dir, shipped_artifacts_dir
 from ..training_rows import TrainingRows, save_training_rows
 
@@ -100,7 +139,10 @@ def add_llm(
     explore_share: float = DEFAULT_EXPLORE_SHARE,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Add `llm` to the user's pool; train only its two heads from `data` (cold without data)."""
+    """Add `llm` to the user's pool; train only its two heads from `data` (cold without data).
+
+    The report's `warnings` (for the person: print them on stderr) say when the LLM's endpoint
+    cannot be used from this environment as it is (`endpoint_warnings`)."""
     started = time.perf_counter()
     if not 0.0 <= explore_share <= 1.0:
         raise UsageError(f"must be in [0, 1] (got {explore_share})", param="explore_share")
@@ -108,11 +150,13 @@ def add_llm(
     with_llm(catalogue, llm)  # refuse a duplicate before touching anything
     report: dict[str, Any] = {"llm": llm.id}
 
-    trained = None if data is None else _fit_new_llm(llm, Path(data), home, progress, report)
+    trained = None if data is None else _fit_heads(llm, Path(data), home, progress, report)
     set_dir = ensure_home_set(home)
     manifest = Manifest.read(set_dir)
     if trained is not None:
-        manifest = _add_trained(set_dir, manifest, llm.id, trained)
+        entry = _place_heads(set_dir, manifest, llm.id, trained)
+        manifest = manifest.with_heads(llm.id, entry).with_history(
+            "add-llm", llm.id, outcomes=trained.fitted.n_rows, data_sha256=sha256_file(trained.data))
         report["status"] = "trained"
     else:
         manifest = _add_cold(manifest, llm.id, explore_share)
@@ -121,7 +165,40 @@ def add_llm(
                       prior_response_tokens=cold.prior_response_tokens, explore_share=explore_share)
     _write_manifest(set_dir, manifest)
     save_catalogue(with_llm(catalogue, llm), user_catalogue_path(home))
+    report["warnings"] = endpoint_warnings(llm)
     report["seconds_total"] = round(time.perf_counter() - started, 3)
+    return report
+
+
+def fit_llm_heads(llm_id: str, data: Path, *, home: Path | str | None = None,
+                  progress: Progress | None = None) -> dict[str, Any]:
+    """Give a pool LLM (cold, or warm: retrained) its two heads from `data`; nothing else changes.
+
+    The catalogue is left as it is and every other LLM's files stay byte-identical. A warm LLM's
+    previous heads are archived under `<home>/archive/`. The heads are fitted on `data` alone (to
+    keep what the LLM was trained on before, pass a dataset that holds both). Refuses, changing
+    nothing, when `data` holds fewer than MIN_OUTCOMES outcomes with a quality for the LLM.
+    """
+    started = time.perf_counter()
+    llm = load_pool_catalogue(home).get(llm_id)
+    report: dict[str, Any] = {"llm": llm.id}
+    trained = _fit_heads(llm, Path(data), home, progress, report)
+    set_dir = ensure_home_set(home)
+    manifest = Manifest.read(set_dir)
+    old = manifest.heads.get(llm.id)
+    report["was"] = "trained" if old else ("cold" if llm.id in manifest.cold else "no heads")
+    entry = _place_heads(set_dir, manifest, llm.id, trained)
+    archive = None
+    if old is not None:
+        archive = _archive(home, llm.id, set_dir, old.files, {"catalogue": llm.to_dict(), "heads": old.to_json(),
+                                                              "replaced_by": "fit-llm"})
+    new = manifest.with_heads(llm.id, entry).with_history(
+        "fit-llm", llm.id, outcomes=trained.fitted.n_rows, data_sha256=sha256_file(trained.data))
+    _write_manifest(set_dir, new)  # from here on, routing uses the new heads
+    if old is not None:
+        _delete_unreferenced(set_dir, new, old.files)
+    report.update(status="trained", archive=None if archive is None else str(archive),
+                  seconds_total=round(time.perf_counter() - started, 3))
     return report
 
 
@@ -134,16 +211,74 @@ class _Trained:
     data: Path
 
 
-def _add_trained(set_dir: Path, manifest: Manifest, llm_id: str, trained: _Trained) -> Manifest:
-    """Write the LLM's heads, A⁻¹ and training rows into the set; returns the manifest listing them."""
+def _place_heads(set_dir: Path, manifest: Manifest, llm_id: str, trained: _Trained) -> LLMHeadsEntry:
+    """Write the LLM's heads, A⁻¹ and training rows into the set, each under a name no entry of
+    `manifest` refers to; returns the entry that lists them (the manifest is not written)."""
     fitted = trained.fitted
-    entry = write_llm_heads(set_dir, llm_id, fitted.heads, mean_quality=fitted.mean_quality,
-                            mean_length=fitted.mean_length, n_rows=fitted.n_rows)
-    rel = f"heads/{llm_file_stem(llm_id)}.rows.npz"  # what online refits of this LLM start from
-    save_training_rows(set_dir / rel, trained.rows)
-    entry = replace(entry, rows=FileEntry.of(set_dir, rel))
-    return manifest.with_heads(llm_id, entry).with_history("add-llm", llm_id, outcomes=fitted.n_rows,
-                                                           data_sha256=sha256_file(trained.data))
+    heads_dir = set_dir / "heads"
+    heads_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".fit-", dir=heads_dir))
+    try:
+        entry = write_llm_heads(scratch, llm_id, fitted.heads, mean_quality=fitted.mean_quality,
+                                mean_length=fitted.mean_length, n_rows=fitted.n_rows)
+        rel = f"heads/{llm_file_stem(llm_id)}.rows.npz"  # what online refits of this LLM start from
+        save_training_rows(scratch / rel, trained.rows)
+        entry = replace(entry, rows=FileEntry.of(scratch, rel))
+        taken = _referenced(manifest)
+        defaults = [e.file for e in entry.files]
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        stem = llm_file_stem(llm_id)
+        # One suffix for all four files, so a head and its A⁻¹ keep names that belong together.
+        names = (defaults if not (set(defaults) & taken)
+                 else [f.replace(f"heads/{stem}.", f"heads/{stem}.{stamp}.", 1) for f in defaults])
+        for src, dst in zip(defaults, names, strict=True):
+            os.replace(scratch / src, set_dir / dst)
+        _fsync_dir(heads_dir)
+        moved = dict(zip(defaults, names, strict=True))
+        return replace(entry, quality=replace(entry.quality, file=moved[entry.quality.file]),
+                       length=replace(entry.length, file=moved[entry.length.file]),
+                       ainv=replace(entry.ainv, file=moved[entry.ainv.file]),
+                       rows=replace(entry.rows, file=moved[entry.rows.file]) if entry.rows else None)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _referenced(manifest: Manifest) -> set[str]:
+    """Every file an entry of the manifest names (relative to the set)."""
+    files = {f.file for e in manifest.heads.values() for f in e.files}
+    for extra in (manifest.training_rows, manifest.features, manifest.tags):
+        if extra is not None:
+            files.add(extra.file)
+    return files
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # make the renames durable where the OS allows
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _archive(home: Path | str | None, llm_id: str, set_dir: Path, files: list[FileEntry],
+             entry: dict[str, Any]) -> Path:
+    """Copy an LLM's files and a JSON account of them to `<home>/archive/<llm>-<time>/`."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    archive = home_dir(home) / "archive" / f"{llm_file_stem(llm_id)}-{stamp}"
+    archive.mkdir(parents=True)
+    for f in files:
+        shutil.copy2(set_dir / f.file, archive / Path(f.file).name)
+    atomic_write_bytes(archive / "entry.json", dump_json({**entry, "removed_from": str(set_dir)}))
+    return archive
+
+
+def _delete_unreferenced(set_dir: Path, manifest: Manifest, files: list[FileEntry]) -> None:
+    """Delete those of `files` that `manifest` no longer refers to."""
+    keep = _referenced(manifest)
+    for f in files:
+        if f.file not in keep:
+            (set_dir / f.file).unlink(missing_ok=True)
 
 
 def _add_cold(manifest: Manifest, llm_id: str, explore_share: float) -> Manifest:
@@ -154,9 +289,11 @@ def _add_cold(manifest: Manifest, llm_id: str, explore_share: float) -> Manifest
     return manifest.with_cold(llm_id, cold).with_history("add-llm", llm_id, cold=True)
 
 
-def _fit_new_llm(llm: LLM, data: Path, home: Path | str | None, progress: Progress | None,
-                 report: dict[str, Any]) -> _Trained:
-    """Encode the queries that have an outcome for `llm` and fit its two heads and A⁻¹."""
+def _fit_heads(llm: LLM, data: Path, home: Path | str | None, progress: Progress | None,
+               report: dict[str, Any]) -> _Trained:
+    """Encode the queries that have an outcome for `llm` and fit its two heads and A⁻¹.
+
+    Refused before any encoding when fewer than MIN_OUTCOMES outcomes carry a quality."""
     from ..artifacts import load_artifact_set
     from ..core.encoder import Encoder
     from ..core.features import build_features
@@ -170,6 +307,13 @@ def _fit_new_llm(llm: LLM, data: Path, home: Path | str | None, progress: Progre
     if not records:
         raise DataError(f"{data}: no outcomes for LLM '{llm.id}'; nothing to train its heads on")
     table = outcome_table(records, [llm.id])
+    has_q = ~np.isnan(table.quality[:, 0])
+    if not has_q.any():
+        raise DataError(f"{data}: every outcome for LLM '{llm.id}' has quality null; cannot train its quality head")
+    if has_q.sum() < MIN_OUTCOMES:
+        raise DataError(f"{data}: {int(has_q.sum())} outcomes with a quality for LLM '{llm.id}'; its heads need at "
+                        f"least {MIN_OUTCOMES} (fewer give a constant head, worse than staying cold); collect more, "
+                        f"e.g. `mixllm collect PROMPTS.jsonl --llms {llm.id}`")
     base = load_artifact_set(active_artifacts_dir(home), llm_ids=[])
 
     t0 = time.perf_counter()
@@ -181,9 +325,6 @@ def _fit_new_llm(llm: LLM, data: Path, home: Path | str | None, progress: Progre
     t1 = time.perf_counter()
     emb = base.embed(enc.embeddings)  # the set's tag-enhanced embedding, if it has one
     x = build_features(emb, enc.token_ids, base.features)
-    has_q = ~np.isnan(table.quality[:, 0])
-    if not has_q.any():
-        raise DataError(f"{data}: every outcome for LLM '{llm.id}' has quality null; cannot train its quality head")
     fitted = fit_llm(base.manifest.families, x, emb, table.quality[:, 0], table.response_tokens[:, 0])
     rows = TrainingRows(llm_ids=[llm.id], embeddings=enc.embeddings, token_ids=enc.token_ids,
                         quality=table.quality, response_tokens=table.response_tokens)
@@ -204,26 +345,25 @@ def remove_llm(llm_id: str, *, home: Path | str | None = None) -> dict[str, Any]
     heads = manifest.heads.get(llm_id)
     cold = manifest.cold.get(llm_id)
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    archive = home_dir(home) / "archive" / f"{llm_file_stem(llm_id)}-{stamp}"
-    archive.mkdir(parents=True)
-    files = [e.file for e in heads.files] if heads else []
-    for rel in files:
-        shutil.copy2(set_dir / rel, archive / Path(rel).name)
-    atomic_write_bytes(archive / "entry.json", dump_json(
-        {"catalogue": entry_llm.to_dict(), "heads": heads.to_json() if heads else None,
-         "cold": cold.to_json() if cold else None, "removed_from": str(set_dir)}))
+    files = heads.files if heads else []
+    archive = _archive(home, llm_id, set_dir, files, {"catalogue": entry_llm.written(),
+                                                       "heads": heads.to_json() if heads else None,
+                                                       "cold": cold.to_json() if cold else None})
 
     save_catalogue(smaller, user_catalogue_path(home))  # from here on, routing never picks it
-    _write_manifest(set_dir, manifest.without(llm_id).with_history("remove-llm", llm_id, archive=str(archive)))
-    for rel in files:
-        (set_dir / rel).unlink(missing_ok=True)
+    smaller_manifest = manifest.without(llm_id).with_history("remove-llm", llm_id, archive=str(archive))
+    _write_manifest(set_dir, smaller_manifest)
+    _delete_unreferenced(set_dir, smaller_manifest, files)
     return {"llm": llm_id, "archive": str(archive), "seconds_total": round(time.perf_counter() - started, 3)}
 
 
 def list_llms(home: Path | str | None = None, catalogue_file: Path | str | None = None,
               store: StoreBase | None = None) -> list[dict[str, Any]]:
-    """The pool: each catalogue LLM with its prices, latency figures and training status."""
+    """The pool: each catalogue LLM with its prices, latency figures and training status.
+
+    `defaults` lists the figures the catalogue leaves to their defaults; `sources` says where each
+    figure comes from; the endpoint shows the key's variable name and whether it is set, never the key.
+    """
     from ..paths import active_artifacts_dir
     from ..state import open_store
 
@@ -247,6 +387,12 @@ def list_llms(home: Path | str | None = None, catalogue_file: Path | str | None 
             "ttft_ms": llm.ttft_ms,
             "output_tokens_per_s": llm.output_tokens_per_s,
             "slots": llm.slots,
+            "defaults": list(llm.defaults),
+            "sources": dict(llm.sources),
+            "base_url": llm.base_url,
+            "api_key_env": llm.api_key_env,
+            "api_key_set": None if llm.api_key_env is None else bool(os.environ.get(llm.api_key_env)),
+            "upstream_model": llm.upstream_model,
             "status": status,
             "outcomes": heads.ainv.n_train if heads else 0,
             "quality_head": heads.quality.family if heads else None,
@@ -261,21 +407,140 @@ def list_llms(home: Path | str | None = None, catalogue_file: Path | str | None 
     return rows
 
 
-def llm_from_options(llm_id: str, name: str | None, input_usd: float, output_usd: float, ttft_ms: float | None,
-                     tokens_per_s: float | None, slots: int | None) -> LLM:
-    """Build a catalogue entry from add-llm's flags; unspecified latency figures are marked as defaults."""
-    given = "given to mixllm add-llm"
-    default = "default: not given to mixllm add-llm"
-    return LLM(
-        id=llm_id,
-        name=name or llm_id,
-        input_usd_per_mtok=input_usd,
-        output_usd_per_mtok=output_usd,
-        ttft_ms=500.0 if ttft_ms is None else ttft_ms,
-        output_tokens_per_s=50.0 if tokens_per_s is None else tokens_per_s,
-        slots=4 if slots is None else slots,
-        sources=(("prices", given), ("ttft_ms", given if ttft_ms is not None else default),
-                 ("output_tokens_per_s", given if tokens_per_s is not None else default),
-                 ("slots", given if slots is not None else default)),
-    )
+def catalogue_drift(home: Path | str | None = None, catalogue_file: Path | str | None = None) -> str | None:
+    """A note when the catalogue in use and the active artifact set name different LLMs (e.g. after
+    a crash between `train-offline`'s publish and its catalogue write), saying what to do; None when
+    every catalogue LLM is served (trained or cold) and every served LLM is in the catalogue.
 
+    LLM ids, not the manifest's `catalogue_fingerprint`: the fingerprint also covers figures that
+    legitimately change after training (a measured TTFT, a new slot count) and pool changes do not
+    update it, while a mismatch of ids is what actually changes what routing can pick."""
+    from ..paths import active_artifacts_dir
+
+    path = catalogue_path(home, catalogue_file)
+    set_dir = active_artifacts_dir(home)
+    manifest = Manifest.read(set_dir)
+    ids = load_catalogue(path).ids
+    served = set(manifest.heads) | set(manifest.cold)
+    missing = [i for i in ids if i not in served]
+    extra = sorted(served - set(ids))
+    if not missing and not extra:
+        return None
+    parts = ([f"{path} names LLMs {set_dir} has no heads for ({', '.join(missing)})"] if missing else []) + (
+        [f"{set_dir} has heads for LLMs {path} does not name ({', '.join(extra)})"] if extra else [])
+    return ("; ".join(parts) + ". If they should match, train again with that catalogue: "
+            "`mixllm train-offline DATA.jsonl --catalogue MODELS.yaml`, or use `mixllm add-llm` / `remove-llm`")
+
+
+def llm_from_options(llm_id: str, name: str | None, input_usd: float, output_usd: float, ttft_ms: float | None,
+                     tokens_per_s: float | None, slots: int | None, *, base_url: str | None = None,
+                     api_key_env: str | None = None, upstream_model: str | None = None) -> LLM:
+    """Build a catalogue entry from add-llm's flags: the entry states only the flags given, so the
+    other figures stay documented defaults (catalogue/checks.DEFAULTS) and `mixllm llms` shows them so."""
+    endpoint = {"base_url": base_url, "api_key_env": api_key_env, "upstream_model": upstream_model}
+    check_endpoint(endpoint)
+    figures: dict[str, Any] = {"name": name, "ttft_ms": ttft_ms, "output_tokens_per_s": tokens_per_s,
+                               "slots": slots, **endpoint}
+    stated = {k: v for k, v in figures.items() if v is not None}
+    return LLM(id=llm_id, input_usd_per_mtok=input_usd, output_usd_per_mtok=output_usd, **stated,
+               given=frozenset(stated))
+
+
+def check_endpoint(fields: Mapping[str, str | None]) -> None:
+    """Validate the endpoint fields given (None: not given); a bad one is a UsageError naming it."""
+    given = {k: v for k, v in fields.items() if v is not None}
+    for name, message in upstream_problems(given):
+        raise UsageError(message, param=name)
+
+
+def endpoint_warnings(llm: LLM) -> list[str]:
+    """What would stop `serve` or `collect` from calling the LLM's endpoint from this environment now.
+
+    Never the key's value: only whether the variable is set."""
+    out = []
+    if llm.api_key_env is not None and not os.environ.get(llm.api_key_env):
+        out.append(f"{llm.api_key_env} is not set in this environment; `mixllm serve` and `mixllm collect` "
+                   f"read {llm.id}'s API key from it")
+    if llm.base_url is not None and llm.api_key_env is not None and llm.base_url.startswith("http://"):
+        from urllib.parse import urlsplit
+
+        host = urlsplit(llm.base_url).hostname or ""
+        if not _is_loopback(host):
+            out.append(f"{llm.id}'s base_url is plain http to {host}: its API key would cross the network "
+                       "unencrypted; use https")
+    return out
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def update_llm(llm_id: str, *, home: Path | str | None = None, sources: Mapping[str, str] | None = None,
+               **changes: Any) -> LLM:
+    """Change fields of a pool LLM in `<home>/models.yaml` (written atomically; copied from the
+    shipped catalogue on the first change); an upstream field set to None is removed. Returns the new
+    entry. Routing figures (prices, speeds, slots) change the catalogue's fingerprint; name, sources
+    and the endpoint do not."""
+    catalogue = load_pool_catalogue(home)
+    new = catalogue.get(llm_id).updated(sources, **changes)
+    save_catalogue(Catalogue(tuple(new if e.id == llm_id else e for e in catalogue.llms)), user_catalogue_path(home))
+    return new
+
+
+def set_endpoint(llm_id: str, *, base_url: str | None = None, api_key_env: str | None = None,
+                 upstream_model: str | None = None, clear: bool = False,
+                 home: Path | str | None = None) -> dict[str, Any]:
+    """Set, change or (`clear`) remove a pool LLM's endpoint; fields not given keep their value.
+
+    With `clear` and fields, the endpoint becomes exactly the fields given. The result must have a
+    `base_url` unless it is empty. The report names the key's variable, never its value; its
+    `warnings` are for the person (stderr)."""
+    given = {"base_url": base_url, "api_key_env": api_key_env, "upstream_model": upstream_model}
+    check_endpoint(given)
+    if not clear and all(v is None for v in given.values()):
+        raise UsageError("give --base-url, --api-key-env or --upstream-model to set, or --clear to remove the endpoint")
+    llm = load_pool_catalogue(home).get(llm_id)
+    endpoint: dict[str, str | None] = {} if clear else dict(llm.endpoint)
+    endpoint.update({k: v for k, v in given.items() if v is not None})
+    if endpoint and "base_url" not in endpoint:
+        raise UsageError(f"{llm_id} has no endpoint yet; give its --base-url", param="base_url")
+    changes: dict[str, Any] = {k: endpoint.get(k) for k in given}
+    new = update_llm(llm_id, home=home, **changes)
+    return {"llm": new.id, **{k: getattr(new, k) for k in given}, "catalogue": str(user_catalogue_path(home)),
+            "warnings": endpoint_warnings(new)}
+
+
+def keep_catalogue(catalogue_file: Path | str, trained: Catalogue, home: Path | str | None = None
+                   ) -> dict[str, Any] | None:
+    """Make the catalogue an artifact set was just trained with the home's own (`<home>/models.yaml`).
+
+    Call it after the set is published (see the module docstring for why, and for the crash
+    window). The file's bytes are kept as written (comments too) when they still hold `trained`;
+    if the file changed meanwhile, `trained` itself is written. A different previous
+    `<home>/models.yaml` is archived first. Returns None when `catalogue_file` already is it.
+    """
+    source, target = Path(catalogue_file), user_catalogue_path(home)
+    with contextlib.suppress(OSError):
+        if target.exists() and source.samefile(target):
+            return None
+    try:
+        raw = source.read_bytes()
+        data = raw if loads_catalogue(raw, str(source)) == trained else dump_catalogue(trained).encode("utf-8")
+    except (OSError, CatalogueError):
+        data = dump_catalogue(trained).encode("utf-8")
+    previous = None
+    if target.is_file() and target.read_bytes() != data:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        previous = home_dir(home) / "archive" / f"models-{stamp}.yaml"
+        previous.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(target, previous)
+    try:
+        atomic_write_bytes(target, data)
+    except OSError as exc:
+        raise CatalogueError(f"{target}: cannot write: {exc.strerror or exc}") from None
+    return {"catalogue": str(target), "from": str(source), "previous": None if previous is None else str(previous)}
