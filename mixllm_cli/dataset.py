@@ -8,6 +8,20 @@ An LLM absent from `outcomes` (or mapped to null) has no outcome for that query.
 means the call happened (its tokens and cost are known) but its quality is not: it stays None and
 is never read as 0, which would teach a predictor that the LLM failed.
 
+Required: a line's `id`, `query` and `outcomes`; an outcome's `quality` (number in [0, 1] or null),
+`prompt_tokens` and `response_tokens` (integers >= 0) and `cost_usd` (number >= 0). Optional on a
+line: `task`, `tags`, `arrival_s` (seconds >= 0, for stream replays). Optional on an outcome, kept
+on `Outcome` and written back only when set (null is the same as absent); `mixllm collect` writes them:
+
+    latency_ms   the whole call, milliseconds (number >= 0)
+    ttft_ms      time to the first token, milliseconds (number >= 0)
+    answer       the LLM's answer text (string; only with `collect --keep-answers`)
+    grader       which grader scored `quality` (non-empty string)
+
+Any other key, on a line or in an outcome (annotations, timestamps, ...), is ignored: the data
+users have carries them. `read_dataset` says so once per file through its `warn` callback, e.g.
+`data.jsonl: ignored unknown keys 'annotator' (43963 lines), 'ts' in outcomes (12 lines)`.
+
 `read_dataset` checks the whole file and reports every problem as `file:LINE: field: message`,
 so a user fixes a log in one pass. `iter_jsonl` is the lower layer for callers that want to go on
 past a bad line (`route --jsonl` answers every good line and reports the bad ones).
@@ -19,7 +33,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -32,16 +46,40 @@ MAX_PROBLEMS = 20
 
 RECORD_KEYS: tuple[str, ...] = ("id", "query", "task", "tags", "arrival_s", "outcomes")
 OUTCOME_KEYS: tuple[str, ...] = ("quality", "prompt_tokens", "response_tokens", "cost_usd")
+OPTIONAL_OUTCOME_KEYS: tuple[str, ...] = ("latency_ms", "ttft_ms", "answer", "grader")
+_RECORD_KEYS = frozenset(RECORD_KEYS)
+_OUTCOME_KEYS = frozenset(OUTCOME_KEYS + OPTIONAL_OUTCOME_KEYS)
+_INF = math.inf
+
+Warn = Callable[[str], None]
+# Hostile files: at most this many distinct unknown key names are counted, this many named.
+MAX_UNKNOWN_TRACKED = 1000
+MAX_UNKNOWN_SHOWN = 8
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one LLM did with one query. `quality` None = called, but quality unknown."""
+    """What one LLM did with one query. `quality` None = called, but quality unknown. The optional
+    fields (None = not recorded) are what `mixllm collect` measured: see the module docstring."""
 
     quality: float | None
     prompt_tokens: int
     response_tokens: int
     cost_usd: float
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    answer: str | None = None
+    grader: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The outcome as a dataset line holds it (optional fields only when set)."""
+        out: dict[str, Any] = {"quality": self.quality, "prompt_tokens": self.prompt_tokens,
+                               "response_tokens": self.response_tokens, "cost_usd": self.cost_usd}
+        for key in OPTIONAL_OUTCOME_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
 
 
 @dataclass(frozen=True)
@@ -68,15 +106,7 @@ class Record:
         out["tags"] = list(self.tags)
         if self.arrival_s is not None:
             out["arrival_s"] = self.arrival_s
-        out["outcomes"] = {
-            llm: {
-                "quality": o.quality,
-                "prompt_tokens": o.prompt_tokens,
-                "response_tokens": o.response_tokens,
-                "cost_usd": o.cost_usd,
-            }
-            for llm, o in self.outcomes.items()
-        }
+        out["outcomes"] = {llm: o.to_dict() for llm, o in self.outcomes.items()}
         return out
 
 
@@ -180,10 +210,43 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _outcome_problems(raw: object, at: str) -> tuple[Outcome | None, list[str]]:
+_ABSENT = object()
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """A value's repr for an error line, cut short: the file may be hostile."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _outcome_problems(raw: object, at: str,
+                      unknown: set[tuple[str, str]] | None = None) -> tuple[Outcome | None, list[str]]:
+    """Validate one outcome; its unknown keys go into `unknown` as ("outcomes", key)."""
+    # Fast path for the usual outcome (the four required keys, all valid): exact types, so a
+    # bool, a NaN or anything unusual takes the full path below, which says what is wrong.
+    if type(raw) is dict:
+        q = raw.get("quality", _ABSENT)
+        p, r, c = raw.get("prompt_tokens"), raw.get("response_tokens"), raw.get("cost_usd")
+        if (type(p) is int and type(r) is int and p >= 0 and r >= 0
+                and (type(c) is float or type(c) is int) and 0 <= c < _INF
+                and (q is None or ((type(q) is float or type(q) is int) and 0 <= q <= 1))):
+            if len(raw) == 4:
+                return Outcome(None if q is None else float(q), p, r, float(c)), []
+            if raw.keys() <= _OUTCOME_KEYS:  # what `collect` writes: the optional fields too
+                lat, ttft = raw.get("latency_ms"), raw.get("ttft_ms")
+                answer, grader = raw.get("answer"), raw.get("grader")
+                if ((lat is None or ((type(lat) is float or type(lat) is int) and 0 <= lat < _INF))
+                        and (ttft is None or ((type(ttft) is float or type(ttft) is int) and 0 <= ttft < _INF))
+                        and (answer is None or type(answer) is str)
+                        and (grader is None or (type(grader) is str and grader.strip()))):
+                    return Outcome(None if q is None else float(q), p, r, float(c),
+                                   None if lat is None else float(lat), None if ttft is None else float(ttft),
+                                   answer, grader), []
     if not isinstance(raw, dict):
         return None, [f"{at}: must be an object or null (got {_json_kind(raw)})"]
-    problems = [f"{at}: unknown key {k!r}" for k in raw if k not in OUTCOME_KEYS]
+    if unknown is not None:
+        unknown.update(("outcomes", k) for k in raw if k not in _OUTCOME_KEYS)
+    problems = []
     for key in OUTCOME_KEYS:
         if key not in raw:
             problems.append(f"{at}.{key}: missing (required)")
@@ -207,6 +270,27 @@ def _outcome_problems(raw: object, at: str) -> tuple[Outcome | None, list[str]]:
             problems.append(f"{at}.cost_usd: must be a number (got {cost!r})")
         elif not (math.isfinite(cost) and cost >= 0):  # type: ignore[arg-type,operator]  # a number: checked above
             problems.append(f"{at}.cost_usd: must be >= 0 (got {cost!r})")
+    optional: dict[str, Any] = {}
+    for key in ("latency_ms", "ttft_ms"):
+        value = raw.get(key)
+        if value is None:
+            continue
+        if not _is_number(value) or not (math.isfinite(value) and value >= 0):
+            problems.append(f"{at}.{key}: must be a number of milliseconds >= 0 or null (got {_short(value)})")
+        else:
+            optional[key] = float(value)
+    answer = raw.get("answer")
+    if answer is not None:
+        if not isinstance(answer, str):
+            problems.append(f"{at}.answer: must be a string or null (got {_json_kind(answer)})")
+        else:
+            optional["answer"] = answer
+    grader = raw.get("grader")
+    if grader is not None:
+        if not isinstance(grader, str) or not grader.strip():
+            problems.append(f"{at}.grader: must be a non-empty string or null (got {_short(grader)})")
+        else:
+            optional["grader"] = grader
     if problems:
         return None, problems
     return (
@@ -215,14 +299,19 @@ def _outcome_problems(raw: object, at: str) -> tuple[Outcome | None, list[str]]:
             prompt_tokens=raw["prompt_tokens"],
             response_tokens=raw["response_tokens"],
             cost_usd=float(cost),  # type: ignore[arg-type]  # a number: checked above
+            **optional,
         ),
         [],
     )
 
 
-def _record_problems(obj: Mapping[str, Any], prefix: str) -> tuple[Record | None, list[str]]:
-    """Validate one decoded line; `prefix` is `file:LINE` and each problem is `prefix: field: ...`."""
-    problems = [f"{prefix}: unknown key {k!r}" for k in obj if k not in RECORD_KEYS]
+def _record_problems(obj: Mapping[str, Any], prefix: str,
+                     unknown: set[tuple[str, str]] | None = None) -> tuple[Record | None, list[str]]:
+    """Validate one decoded line; `prefix` is `file:LINE` and each problem is `prefix: field: ...`.
+    Unknown keys are not problems: they go into `unknown` as ("", key) or ("outcomes", key)."""
+    if unknown is not None:
+        unknown.update(("", k) for k in obj if k not in _RECORD_KEYS)
+    problems = []
     for key in ("id", "query", "outcomes"):
         if key not in obj:
             problems.append(f"{prefix}: {key}: missing (required)")
@@ -267,9 +356,10 @@ def _record_problems(obj: Mapping[str, Any], prefix: str) -> tuple[Record | None
                     continue
                 if raw is None:  # explicitly no outcome
                     continue
-                outcome, sub = _outcome_problems(raw, f"{prefix}: outcomes.{llm}")
-                problems += sub
-                if outcome is not None:
+                outcome, sub = _outcome_problems(raw, f"{prefix}: outcomes.{llm}", unknown)
+                if sub:
+                    problems += sub
+                elif outcome is not None:
                     outcomes[llm] = outcome
     if problems or not isinstance(rid, str) or not isinstance(query, str):
         return None, problems
@@ -277,12 +367,36 @@ def _record_problems(obj: Mapping[str, Any], prefix: str) -> tuple[Record | None
                   arrival_s=None if arrival is None else float(arrival), outcomes=outcomes), []
 
 
-def record_from_dict(obj: Mapping[str, Any], name: str = "<record>", line: int | None = None) -> Record:
-    """Validate one decoded object; raise DataError with one line per problem."""
-    record, problems = _record_problems(obj, where(name, line))
+def _key_label(key: tuple[str, str]) -> str:
+    scope, name = key
+    text = repr(name if len(name) <= 40 else name[:40] + "…")
+    return f"{text} in {scope}" if scope else text
+
+
+def unknown_keys_warning(name: str, counts: Mapping[tuple[str, str], int], more: bool = False) -> str:
+    """The one warning line for the unknown keys of a file: `counts` maps ("", key) or
+    ("outcomes", key) to how many lines had it; `more`: there were keys beyond those counted."""
+    items = sorted(counts.items(), key=lambda kv: -kv[1])  # stable: in `counts` order among equals
+    parts = [f"{_key_label(k)} ({n} line{'' if n == 1 else 's'})" for k, n in items[:MAX_UNKNOWN_SHOWN]]
+    rest = len(items) - MAX_UNKNOWN_SHOWN
+    if more:
+        parts.append("and more keys")
+    elif rest > 0:
+        parts.append(f"and {rest} more key{'' if rest == 1 else 's'}")
+    return f"{name}: ignored unknown keys {', '.join(parts)}"
+
+
+def record_from_dict(obj: Mapping[str, Any], name: str = "<record>", line: int | None = None,
+                     warn: Warn | None = None) -> Record:
+    """Validate one decoded object; raise DataError with one line per problem. Unknown keys are
+    ignored (with one `warn` line naming them)."""
+    unknown: set[tuple[str, str]] = set()
+    record, problems = _record_problems(obj, where(name, line), unknown)
     if problems:
         raise DataError("\n".join(problems))
     assert record is not None
+    if unknown and warn is not None:
+        warn(unknown_keys_warning(where(name, line), dict.fromkeys(sorted(unknown), 1)))
     return record
 
 
@@ -297,13 +411,17 @@ def _limited(problems: list[str], name: str) -> str:
 # files
 
 
-def read_dataset(path: str | os.PathLike[str]) -> list[Record]:
+def read_dataset(path: str | os.PathLike[str], *, warn: Warn | None = None) -> list[Record]:
     """Read and validate a whole dataset file; raise DataError listing the problems (at most 20
-    shown, then how many more)."""
+    shown, then how many more). Keys the format does not know are ignored; `warn` gets one line
+    naming them and how many lines had each (only when the file is otherwise valid)."""
     name = str(path)
     records: list[Record] = []
     problems: list[str] = []
     first_line: dict[str, int] = {}
+    unknown: set[tuple[str, str]] = set()  # this line's unknown keys
+    counts: dict[tuple[str, str], int] = {}  # lines per unknown key, first seen first
+    more = False
     try:
         fh = open(path, "rb")  # noqa: SIM115 - closed below; bytes so a bad line cannot end reading
     except FileNotFoundError:
@@ -316,7 +434,17 @@ def read_dataset(path: str | os.PathLike[str]) -> list[Record]:
                 if isinstance(item, MixLLMError):
                     problems.append(str(item))
                     continue
-                record, sub = _record_problems(item, where(name, lineno))
+                record, sub = _record_problems(item, where(name, lineno), unknown)
+                if unknown:
+                    # Sorted, so equal counts come out in the same order on every run.
+                    for key in unknown if len(unknown) == 1 else sorted(unknown):
+                        if key in counts:
+                            counts[key] += 1
+                        elif len(counts) < MAX_UNKNOWN_TRACKED:
+                            counts[key] = 1
+                        else:
+                            more = True
+                    unknown.clear()
                 rid = item.get("id")
                 if isinstance(rid, str) and rid.strip():
                     if rid in first_line:
@@ -326,7 +454,8 @@ def read_dataset(path: str | os.PathLike[str]) -> list[Record]:
                         record = None
                     else:
                         first_line[rid] = lineno
-                problems += sub
+                if sub:
+                    problems += sub
                 # Keep building records only while the file is clean: nobody gets them otherwise.
                 if record is not None and not problems:
                     records.append(record)
@@ -334,6 +463,8 @@ def read_dataset(path: str | os.PathLike[str]) -> list[Record]:
             raise DataError(f"{name}: cannot read: {exc.strerror or exc}") from None
     if problems:
         raise DataError(_limited(problems, name))
+    if counts and warn is not None:
+        warn(unknown_keys_warning(name, counts, more))
     return records
 
 

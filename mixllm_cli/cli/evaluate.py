@@ -71,7 +71,7 @@ def evaluate_cmd(
     if not sweep and (baselines_from is not None or plot is not None):
         raise UsageError("--baselines-from and --plot go with --sweep")
     router = Router.load(home, catalogue)
-    records = read_dataset(data)
+    records = read_dataset(data, warn=_warn)
     if sweep:
         _sweep(router, records, lambdas=lambdas, baselines_from=baselines_from, plot=plot, as_json=as_json,
                cache=_cache(home, no_cache), rate_per_s=rate_per_s, tolerance_s=_tolerance(max_wait_s),
@@ -96,6 +96,12 @@ def evaluate_cmd(
     output.evaluation_table(report)
 
 
+def _warn(message: str) -> None:
+    """A warning from the library (e.g. dataset keys it ignored), for the person: stderr."""
+    from .. import output
+
+    output.note(f"Warning: {message}")
+
 
 def _sweep(router: Router, records: list[Record], *, lambdas: int, baselines_from: Path | None, plot: Path | None,
            as_json: bool, cache: Path | None, rate_per_s: float | None, tolerance_s: float, penalty: bool) -> None:
@@ -104,7 +110,7 @@ def _sweep(router: Router, records: list[Record], *, lambdas: int, baselines_fro
     from ..dataset import read_dataset
     from ..evaluation.sweep import sweep as run_sweep
 
-    train = read_dataset(baselines_from) if baselines_from is not None else None
+    train = read_dataset(baselines_from, warn=_warn) if baselines_from is not None else None
     with _progress() as progress:
         report = run_sweep(router, records, n_lambdas=lambdas, train_records=train, cache=cache,
                            rate_per_s=rate_per_s, tolerance_s=tolerance_s, penalty=penalty,

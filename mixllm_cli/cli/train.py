@@ -141,7 +141,10 @@ def fit_llm_cmd(
     from ..training.pool import fit_llm_heads
 
     with _progress() as progress:
-        output.json_line(fit_llm_heads(llm_id, data, home=home, progress=progress))
+        report = fit_llm_heads(llm_id, data, home=home, progress=progress)
+    for warning in report.pop("warnings", []):
+        output.note(f"Warning: {warning}")
+    output.json_line(report)
 
 
 @app.command("set-endpoint")

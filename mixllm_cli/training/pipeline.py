@@ -27,7 +27,7 @@ from ..files import publish_dir, sha256_file, staging_dir
 from ..manifest import DataFile, EncoderEntry, FeaturesFile, FileEntry, LLMHeadsEntry, Manifest, PresetEntry, RowsFile
 from ..training_rows import TrainingRows, save_training_rows
 from .fitters import DEFAULT_FAMILIES, fit_llm, fold_ids, out_of_fold
-from .presets import calibrate_presets, cost_shares
+from .presets import Calibration, calibrate_presets, cost_shares
 
 if TYPE_CHECKING:
     from ..catalogue import Catalogue
@@ -119,6 +119,7 @@ class Inputs:
     tag_run: TagRun | None
     ref: int  # column of the dearest LLM: the cost scale's and the presets' reference
     cost_scale: float  # the mean real cost per query of that LLM
+    warnings: tuple[str, ...] = ()  # what reading the data had to say (keys it ignored)
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -142,7 +143,11 @@ def train_offline(
     """Train a complete artifact set from a routing dataset and publish it atomically at `out_dir`;
     `cache` is an embedding-cache folder (embcache) or None. With `tags`, the tag pipeline
     (core/tagging.py) trains a projection of the encoder's embedding that every head reads
-    (`tag_settings`: a TagSettings, default the validated one)."""
+    (`tag_settings`: a TagSettings, default the validated one).
+
+    The report's `warnings` are lines for the person training (the CLI prints them on stderr):
+    keys the dataset reader ignored, and each budget preset that could not sit at its target
+    (presets.py: unreachable, or moved to keep the presets distinct and ordered)."""
     started = time.perf_counter()
     families = {**DEFAULT_FAMILIES, **(families or {})}
     data_path, encoder_dir, out_dir = Path(data_path), Path(encoder_dir), Path(out_dir)
@@ -151,7 +156,8 @@ def train_offline(
     staging = staging_dir(out_dir)
     try:
         heads, oof_quality, oof_length = fit(inputs, families, staging, folds=folds, seed=seed, progress=progress)
-        presets = calibrate(inputs, oof_quality, oof_length, catalogue)
+        calibration = calibrate(inputs, oof_quality, oof_length, catalogue)
+        presets = calibration.presets
         manifest = _manifest(inputs, catalogue, data_path, encoder_dir, families, heads, presets, seed)
         manifest = publish(inputs, manifest, staging, out_dir, encoder_dir)
     except BaseException:
@@ -163,6 +169,7 @@ def train_offline(
         "rows": len(inputs.table.ids),
         "llms": inputs.table.llm_ids,
         "presets": {name: p.to_json() for name, p in presets.items()},
+        "warnings": [*inputs.warnings, *calibration.warnings],
         "reference_llm": manifest.reference_llm,
         "cost_scale_usd": inputs.cost_scale,
         "tags": None if tag_run is None else {"k": tag_run.report["k"], "seconds": tag_run.report["seconds"]},
@@ -178,7 +185,8 @@ def encode(data_path: Path, catalogue: Catalogue, encoder_dir: Path, *, n_bucket
     from ..dataset import read_dataset
     from ..embcache import encode_cached
 
-    records = read_dataset(data_path)
+    warnings: list[str] = []
+    records = read_dataset(data_path, warn=warnings.append)
     llm_ids = [i for i in catalogue.ids if any(i in r.outcomes and r.outcomes[i] is not None for r in records)]
     if not llm_ids:
         raise DataError(f"{data_path}: no outcomes for any LLM of the catalogue ({', '.join(catalogue.ids)})")
@@ -201,7 +209,7 @@ def encode(data_path: Path, catalogue: Catalogue, encoder_dir: Path, *, n_bucket
     mean_cost = np.nanmean(table.cost_usd, axis=0)
     ref = int(np.nanargmax(mean_cost))
     return Inputs(table=table, encoded=enc, emb=emb, x=build_features(emb, enc.token_ids, spec), spec=spec,
-                  tag_run=tag_run, ref=ref, cost_scale=float(mean_cost[ref]))
+                  tag_run=tag_run, ref=ref, cost_scale=float(mean_cost[ref]), warnings=tuple(warnings))
 
 
 def fit(inputs: Inputs, families: Mapping[str, str], staging: Path, *, folds: int, seed: int,
@@ -228,16 +236,17 @@ def fit(inputs: Inputs, families: Mapping[str, str], staging: Path, *, folds: in
 
 
 def calibrate(inputs: Inputs, oof_quality: np.ndarray, oof_length: np.ndarray,
-              catalogue: Catalogue) -> dict[str, PresetEntry]:
+              catalogue: Catalogue) -> Calibration:
     """Each preset's λ, from routing the training queries on out-of-fold predictions priced by the
-    catalogue (missing real costs: the LLM's mean)."""
+    catalogue (missing real costs: the LLM's mean), with a warning per preset off its target."""
     table = inputs.table
     price_in = np.array([catalogue.get(i).input_usd_per_mtok for i in table.llm_ids]) / 1e6
     price_out = np.array([catalogue.get(i).output_usd_per_mtok for i in table.llm_ids]) / 1e6
     prompt_tokens = inputs.encoded.n_tokens.astype(np.float64)
     cost_pred = (prompt_tokens[:, None] * price_in + oof_length * price_out) / inputs.cost_scale
     real_cost = np.where(np.isnan(table.cost_usd), np.nanmean(table.cost_usd, axis=0), table.cost_usd)
-    return calibrate_presets(cost_shares(oof_quality, cost_pred, real_cost, inputs.ref))
+    return calibrate_presets(cost_shares(oof_quality, cost_pred, real_cost, inputs.ref),
+                             reference=table.llm_ids[inputs.ref])
 
 
 def _manifest(inputs: Inputs, catalogue: Catalogue, data_path: Path, encoder_dir: Path,

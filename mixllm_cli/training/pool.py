@@ -165,7 +165,7 @@ def add_llm(
                       prior_response_tokens=cold.prior_response_tokens, explore_share=explore_share)
     _write_manifest(set_dir, manifest)
     save_catalogue(with_llm(catalogue, llm), user_catalogue_path(home))
-    report["warnings"] = endpoint_warnings(llm)
+    report["warnings"] = [*report.get("warnings", []), *endpoint_warnings(llm)]
     report["seconds_total"] = round(time.perf_counter() - started, 3)
     return report
 
@@ -303,7 +303,8 @@ def _fit_heads(llm: LLM, data: Path, home: Path | str | None, progress: Progress
     from .fitters import fit_llm
     from .pipeline import encode_with_progress, outcome_table
 
-    records = [r for r in read_dataset(data) if r.outcomes.get(llm.id) is not None]
+    records = [r for r in read_dataset(data, warn=report.setdefault("warnings", []).append)
+               if r.outcomes.get(llm.id) is not None]
     if not records:
         raise DataError(f"{data}: no outcomes for LLM '{llm.id}'; nothing to train its heads on")
     table = outcome_table(records, [llm.id])
