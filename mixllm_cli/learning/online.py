@@ -31,15 +31,34 @@ What feedback changes, for the LLM that was chosen:
   κ = 0.005 / (var + 0.01) capped at 0.05, var the variance of the last 100 rewards: noisy
   feedback weighs less, and the bonus can never outweigh more than 0.05 of score.
 
+A cold LLM (added without data: no heads, priors and capped exploration, `training/pool.py`)
+learns online too: its own A⁻¹ = (I + Σ e·eᵀ)⁻¹ over its events, and once it has gathered enough
+outcomes its two linear heads, fitted on its logged outcomes alone (`ColdState`; when and how in
+`learning.updates`). The router then serves it as a warm LLM (`Router.use_online`). This
+happens whether or not refits are switched on: refits are opt-in because they moved good
+offline heads the wrong way; a cold LLM has no heads to spoil.
+
+Incarnations: an LLM removed and added again must not inherit what feedback taught its earlier
+self. Warm heads are told apart by the sha256 of their offline head (`derived_from`); a cold LLM
+has none, so its state is keyed on its add (`cold_incarnation`: the manifest's history entry of
+that add-llm), and the first event of a new incarnation starts its state afresh.
+
 Known gap: `--rebuild` replays every logged event on the current heads; if an LLM id was removed
 and added again, events logged for its earlier incarnation are replayed onto the new heads (the
 decision log does not yet record which head version made the prediction). Live updates do not
 have this problem: the first event for new heads starts their online state afresh, and refits
-read only the outcomes logged since.
+read only the outcomes logged since. For cold LLMs a rebuild over an existing snapshot keeps the
+incarnation boundaries that snapshot recorded (`catch_up`), so only a rebuild from no snapshot
+at all has the gap.
+
+Snapshot format: `SNAPSHOT_FORMAT` (meta "format"; a snapshot without it is format 1). Newer
+keys are optional on reading (`derived_from`, `refit`); a snapshot older than format 2 has folded
+cold LLMs' events without counting them, so `catch_up` rebuilds it by replaying the log.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field, replace
@@ -53,9 +72,12 @@ from ..files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from ..artifacts import ArtifactSet, LLMHeads
+    from ..manifest import Manifest
     from ..state.base import StoreBase
 
 SNAPSHOT = Path("online") / "snapshot.npz"
+# 1: A⁻¹, head overlays, the dynamic-feedback net, refit counters. 2: + cold LLMs' state (`cold`).
+SNAPSHOT_FORMAT = 2
 KAPPA_CAP = 0.05
 DF_LR = 1e-3
 DF_HIDDEN = 64
@@ -109,6 +131,53 @@ class DFNet:
 
 
 @dataclass
+class ColdState:
+    """What feedback has taught one incarnation of a cold LLM (`learning.updates` fills it in).
+
+    `signals` counts its events with a quality signal (a label sent again for the same decision
+    counts again: a cheap upper bound on its labelled outcomes, read from the log only when it
+    reaches `next_check`). `fitted`: the labelled outcomes its heads were fitted on (0: still
+    cold). `length` is None while too few response tokens were reported: the median-length prior
+    stands in.
+    """
+
+    key: str  # `cold_incarnation`: which add of the LLM this state belongs to
+    after_seq: int  # its events are logged after this seq (earlier ones were another incarnation's)
+    signals: int = 0
+    next_check: int = 0
+    fitted: int = 0
+    fits: int = 0
+    length_rows: int = 0  # rows the length head was fitted on (0: the prior)
+    a_inv: np.ndarray | None = None  # (I + Σ e·eᵀ)⁻¹ over its events; None before the first
+    quality: tuple[np.ndarray, float] | None = None  # (coef, intercept) of the logistic head
+    length: tuple[np.ndarray, float] | None = None  # (coef, intercept) of the ridge head on log1p(tokens)
+
+    @property
+    def warm(self) -> bool:
+        return self.fitted > 0 and self.quality is not None and self.a_inv is not None
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"key": self.key, "after_seq": self.after_seq, "signals": self.signals, "next_check": self.next_check,
+                "fitted": self.fitted, "fits": self.fits, "length_rows": self.length_rows}
+
+
+def cold_incarnation(manifest: Manifest, llm: str) -> str | None:
+    """A key that changes each time `llm` is added cold (None when it is not cold): the position and
+    content of its latest add-llm entry in the manifest's append-only history (its cold entry when
+    the history has none)."""
+    entry = manifest.cold.get(llm)
+    if entry is None:
+        return None
+    added: Any = entry.to_json()
+    for k in range(len(manifest.history) - 1, -1, -1):
+        h = manifest.history[k]
+        if isinstance(h, dict) and h.get("op") == "add-llm" and h.get("llm") == llm:
+            added = [k, h]
+            break
+    return hashlib.sha256(json.dumps([llm, added], sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
 class OnlineModel:
     base: str  # sha256 of the artifact manifest's training identity this snapshot builds on
     last_seq: int = 0
@@ -122,6 +191,8 @@ class OnlineModel:
     # llm → {"after_seq": outcomes of these heads are logged after it, "outcomes": how many so far,
     #        "fitted": how many the last refit used, "refits": how many refits}
     refit: dict[str, dict[str, int]] = field(default_factory=dict)
+    cold: dict[str, ColdState] = field(default_factory=dict)  # cold LLMs learning online (see `ColdState`)
+    snapshot_format: int = SNAPSHOT_FORMAT  # of the snapshot this model was read from (1: before `cold`)
     _cols: np.ndarray | None = None
 
     # ---------------------------------------------------------------- serving
@@ -141,6 +212,28 @@ class OnlineModel:
         if llm in self.a_inv:
             new = replace(new, a_inv=self.a_inv[llm].astype(np.float32))
         return new
+
+    def warm_heads(self, llm: str, key: str | None, prior_response_tokens: float) -> LLMHeads | None:
+        """Heads for a cold LLM that feedback has made warm, if this model has them for the incarnation
+        `key` (`cold_incarnation`); None while it stays cold. Without a fitted length head its length is
+        the prior, as a constant linear head."""
+        from ..artifacts import LLMHeads
+
+        st = self.cold.get(llm)
+        if st is None or key is None or st.key != key or not st.warm:
+            return None
+        assert st.quality is not None and st.a_inv is not None  # st.warm
+        coef, b = st.quality
+        quality = LinearHead(kind="quality", family="logistic", n_train=st.fitted, coef=coef.astype(np.float32),
+                             intercept=float(b), logistic=True)
+        if st.length is not None:
+            lcoef, lb = st.length
+            n_len = st.length_rows
+        else:
+            lcoef, lb, n_len = np.zeros_like(coef), float(np.log1p(prior_response_tokens)), 0
+        length = LinearHead(kind="length", family="ridge", n_train=n_len, coef=lcoef.astype(np.float32),
+                            intercept=float(lb), logistic=False)
+        return LLMHeads(quality=quality, length=length, a_inv=st.a_inv.astype(np.float32))
 
     def bind(self, llm_ids: tuple[str, ...]) -> None:
         order = self.df.llm_order if self.df else []
@@ -173,13 +266,22 @@ class OnlineModel:
             for kind, (w, b) in kinds.items():
                 arrays[f"{kind}_coef__{_stem(llm)}"] = w
                 arrays[f"{kind}_intercept__{_stem(llm)}"] = np.array(b)
+        for llm, st in self.cold.items():
+            stem = _stem(llm)
+            if st.a_inv is not None:
+                arrays[f"cold_ainv__{stem}"] = st.a_inv
+            for kind, fit in (("quality", st.quality), ("length", st.length)):
+                if fit is not None:
+                    arrays[f"cold_{kind}_coef__{stem}"] = fit[0]
+                    arrays[f"cold_{kind}_intercept__{stem}"] = np.array(fit[1])
         if self.df is not None:
             for k in range(3):
                 arrays[f"df_w{k}"], arrays[f"df_b{k}"] = self.df.w[k], self.df.b[k]
-        meta = {"base": self.base, "last_seq": self.last_seq, "rewards": self.rewards, "baseline": self.baseline,
-                "counts": self.counts, "df_llms": self.df.llm_order if self.df else None,
+        meta = {"format": SNAPSHOT_FORMAT, "base": self.base, "last_seq": self.last_seq, "rewards": self.rewards,
+                "baseline": self.baseline, "counts": self.counts, "df_llms": self.df.llm_order if self.df else None,
                 "derived_from": self.derived_from, "refit": self.refit,
-                "llms": {_stem(llm): llm for llm in set(self.a_inv) | set(self.heads)}}
+                "cold": {llm: st.to_meta() for llm, st in self.cold.items()},
+                "llms": {_stem(llm): llm for llm in set(self.a_inv) | set(self.heads) | set(self.cold)}}
         arrays["meta"] = np.array(json.dumps(meta))
         buf = io.BytesIO()
         np.savez(buf, allow_pickle=False, **arrays)
@@ -192,7 +294,18 @@ class OnlineModel:
             names = meta["llms"]
             model = cls(base=meta["base"], last_seq=meta["last_seq"], rewards=meta["rewards"],
                         baseline=meta["baseline"], counts=meta["counts"],
-                        derived_from=meta.get("derived_from", {}), refit=meta.get("refit", {}))
+                        derived_from=meta.get("derived_from", {}), refit=meta.get("refit", {}),
+                        snapshot_format=int(meta.get("format", 1)))
+            for llm, c in meta.get("cold", {}).items():
+                stem = _stem(llm)
+                fits = {kind: (z[f"cold_{kind}_coef__{stem}"], float(z[f"cold_{kind}_intercept__{stem}"]))
+                        for kind in ("quality", "length") if f"cold_{kind}_coef__{stem}" in z.files}
+                model.cold[llm] = ColdState(
+                    key=str(c["key"]), after_seq=int(c["after_seq"]), signals=int(c["signals"]),
+                    next_check=int(c["next_check"]), fitted=int(c["fitted"]), fits=int(c["fits"]),
+                    length_rows=int(c.get("length_rows", 0)),
+                    a_inv=z[f"cold_ainv__{stem}"] if f"cold_ainv__{stem}" in z.files else None,
+                    quality=fits.get("quality"), length=fits.get("length"))
             for key in z.files:
                 if key.startswith("ainv__"):
                     model.a_inv[names[key[6:]]] = z[key]
@@ -210,8 +323,6 @@ def base_identity(artifacts: ArtifactSet) -> str:
     """What a snapshot builds on: the artifact manifest's training run (unchanged by add/remove)."""
     m = artifacts.manifest
     ident = json.dumps([m.training_data.to_json(), m.seed, m.families, m.created_by], sort_keys=True)
-    import hashlib
-
     return hashlib.sha256(ident.encode()).hexdigest()
 
 
@@ -228,7 +339,7 @@ def load_snapshot(home: Path, artifacts: ArtifactSet, store: StoreBase | None = 
             return None
     try:
         model = OnlineModel.from_path(source)
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None  # a damaged snapshot is only a cache: `feedback --rebuild` recreates it
     return model if model.base == base_identity(artifacts) else None
 

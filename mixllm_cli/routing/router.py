@@ -80,15 +80,30 @@ class Router:
         return router
 
     def use_online(self, model: OnlineModel) -> None:
-        """Serve the heads and A⁻¹ as feedback left them, plus the dynamic-feedback bonus."""
+        """Serve the heads and A⁻¹ as feedback left them, plus the dynamic-feedback bonus.
+
+        A cold LLM for which feedback has fitted heads (`learning.updates.fit_cold`, this very
+        incarnation of it) is served as warm from then on: its heads and A⁻¹, on every query, out of
+        `cold_ids` and the exploration share. Every other LLM's heads stay as they are.
+        """
         from dataclasses import replace as dc_replace
 
-        heads = dict(self.offline_artifacts.heads)
-        entries = self.offline_artifacts.manifest.heads
+        from ..learning.online import cold_incarnation
+
+        offline = self.offline_artifacts
+        heads = dict(offline.heads)
+        entries = offline.manifest.heads
         for llm, h in heads.items():
             entry = entries.get(llm)
             heads[llm] = model.overlay(llm, h, None if entry is None else entry.quality.sha256)
-        self.artifacts = dc_replace(self.offline_artifacts, heads=heads)
+        for llm in self.llm_ids:
+            cold = offline.cold.get(llm)
+            if llm not in heads and cold is not None:
+                learned = model.warm_heads(llm, cold_incarnation(offline.manifest, llm), cold.prior_response_tokens)
+                if learned is not None:
+                    heads[llm] = learned
+        self.artifacts = dc_replace(offline, heads=heads)
+        self.cold_ids = tuple(i for i in self.llm_ids if i not in heads)
         model.bind(self.llm_ids)
         self.online = model
 
