@@ -11,7 +11,7 @@ from .app import app
 # Modules of the optional extras (pyproject.toml): a command that needs a missing one says which
 # extra to install, in one line, instead of a traceback.
 OPTIONAL_MODULES = {"sklearn": "train", "matplotlib": "plot", "onnx": "build", "safetensors": "build",
-                    "fastapi": "serve", "uvicorn": "serve", "httpx": "serve", "psycopg": "serve",
+                    "fastapi": "serve", "uvicorn": "serve", "httpx": "collect", "psycopg": "serve",
                     "prometheus_client": "serve", "pydantic": "serve", "orjson": "serve"}
 
 

@@ -227,6 +227,16 @@ class StoreBase(abc.ABC):
         return {llm: LatencyEstimate(t, s, n) for llm, t, s, n in
                 self.conn.execute("SELECT llm, ttft_ms, output_tokens_per_s, n FROM latency_estimates")}
 
+    def logged_queries(self, since: float | None = None) -> Iterator[tuple[str, float, str | None]]:
+        """Every decision logged at or after `since` (unix seconds), oldest first, as (decision id,
+        created_s, query text); the text is None for a decision routed without --log-queries.
+        Lazy: SQLite streams the rows (PostgreSQL's driver fetches them at once)."""
+        where, params = ("", ()) if since is None else ("WHERE created_s >= ? ", (since,))
+        cursor = self.conn.execute(f"SELECT id, created_s, query_text FROM decisions {where}ORDER BY created_s, id",
+                                   params)
+        for did, created, text in cursor:
+            yield str(did), float(created), text
+
     # ------------------------------------------------------------------ writes
 
     def admit(self, conn: Connection, a: Admission, now: float, wait_s: float, slot: int,
