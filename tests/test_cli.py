@@ -85,6 +85,21 @@ def test_route_jsonl_one_line_per_input_in_order(trained, cli, tmp_path):
     assert err.strip() == f"Error: {src}: 3 line(s) could not be routed; see the error objects in the output"
 
 
+def test_route_jsonl_reads_a_dataset_or_prompt_file_as_it_is(trained, cli, tiny, tmp_path):
+    # A routing dataset (outcomes) and a prompt file (reference, choices) route as they are; the
+    # keys route does not read are named once on stderr.
+    src = tmp_path / "mixed.jsonl"
+    lines = (tiny / "train.jsonl").read_text().splitlines()[:3]
+    lines.append(json.dumps({"id": "p1", "query": CHAT_Q, "reference": 7, "choices": ["a", "b"]}))
+    src.write_text("\n".join(lines) + "\n")
+    code, out, err = cli("route", "--jsonl", src, "--catalogue", trained / "models.yaml")
+    assert code == 0, err
+    rows = [json.loads(x) for x in out.strip().splitlines()]
+    assert [r["id"] for r in rows] == ["q0", "q1", "q2", "p1"] and all(r["choice"] for r in rows)
+    assert err.count("Warning:") == 1
+    assert "'outcomes' (3 lines)" in err and "'reference' (1 lines)" in err and "'choices' (1 lines)" in err
+
+
 def test_route_jsonl_strict_stops_at_the_first_bad_line(trained, cli, tmp_path):
     src = tmp_path / "q.jsonl"
     src.write_text(json.dumps({"query": CODE_Q}) + "\n" + json.dumps({"query": 5}) + "\n")

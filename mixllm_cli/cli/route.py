@@ -65,7 +65,8 @@ def route_cmd(
         from ..routing.jsonl import route_jsonl
 
         route_jsonl(router, jsonl, budget, lam, emit=output.json_line, flush=sys.stdout.flush, strict=strict,
-                    batch_size=batch_size, state=state, policy=policy, log_queries=log_queries)
+                    batch_size=batch_size, state=state, policy=policy, log_queries=log_queries,
+                    warn=lambda message: output.note(f"Warning: {message}"))
         return
     request = RouteRequest(query=query or "", budget=budget, lam=lam, policy=policy)
     (decision,) = router.route_batch([request], state=state, log_queries=log_queries)

@@ -4,10 +4,14 @@ Lines are read lazily and routed in batches through `Router.route_batch`, so a l
 with bounded memory and a pipeline sees output as each batch completes. A bad line yields an error
 object for that line (or, with `strict`, aborts with that line's error). Results go to `emit`
 (the CLI writes each as a JSON line); nothing here prints.
+
+Keys other than id, query, budget and lambda are ignored, so a prompt file or a routing dataset
+routes as it is; `warn` hears once, at the end, which keys were ignored on how many lines.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,13 +25,13 @@ if TYPE_CHECKING:
 ALLOWED_FIELDS = ("id", "query", "budget", "lambda")
 
 
-def parse_line(obj: object, where: str, default: RouteRequest) -> RouteRequest:
-    """One JSONL line as a request; the line's own budget or λ replaces the default's."""
+def parse_line(obj: object, where: str, default: RouteRequest, ignored: Counter[str] | None = None) -> RouteRequest:
+    """One JSONL line as a request; the line's own budget or λ replaces the default's. Other keys
+    are counted in `ignored` (the caller warns once)."""
     if not isinstance(obj, dict):
         raise DataError(f"{where}: must be a JSON object")
-    unknown = set(obj) - set(ALLOWED_FIELDS)
-    if unknown:
-        raise DataError(f"{where}: {min(unknown)}: unknown field (allowed: {', '.join(ALLOWED_FIELDS)})")
+    if ignored is not None and len(obj) > sum(k in obj for k in ALLOWED_FIELDS):
+        ignored.update(k for k in obj if k not in ALLOWED_FIELDS)
     qid = obj.get("id")
     if qid is not None and not isinstance(qid, (str, int)):
         raise DataError(f"{where}: id: must be a string or integer")
@@ -46,7 +50,7 @@ def parse_line(obj: object, where: str, default: RouteRequest) -> RouteRequest:
 def route_jsonl(router: Router, source: str, budget: str | None, lam: float | None, *,
                 emit: Callable[[dict[str, Any]], None], strict: bool = False, batch_size: int = 64,
                 state: StoreBase | None = None, policy: WaitPolicy | None = None, log_queries: bool = False,
-                flush: Callable[[], None] = lambda: None) -> int:
+                flush: Callable[[], None] = lambda: None, warn: Callable[[str], None] | None = None) -> int:
     """Route every line of `source` ('-' for stdin), emitting one result per line; raise a
     `DataError` naming the count of bad lines at the end (or the first bad line's error if strict).
 
@@ -58,34 +62,40 @@ def route_jsonl(router: Router, source: str, budget: str | None, lam: float | No
     router.resolve_budget(budget, lam)  # a bad default is the command's error, before any line
     stream, name, close = open_source(source)
     bad = 0
+    ignored: Counter[str] = Counter()
     try:
         batch: list[tuple[int, Any]] = []
         for lineno, item in iter_jsonl(stream, name):
             batch.append((lineno, item))
             if len(batch) >= batch_size:
-                bad += _flush(router, batch, name, default, strict, emit, state, log_queries)
+                bad += _flush(router, batch, name, default, strict, emit, state, log_queries, ignored)
                 flush()
                 batch = []
         if batch:
-            bad += _flush(router, batch, name, default, strict, emit, state, log_queries)
+            bad += _flush(router, batch, name, default, strict, emit, state, log_queries, ignored)
             flush()
     finally:
         if close:
             stream.close()
+    if ignored and warn is not None:
+        keys = ", ".join(f"{k[:40]!r} ({n} lines)" for k, n in ignored.most_common(8))
+        more = f" and {len(ignored) - 8} more keys" if len(ignored) > 8 else ""
+        warn(f"{name}: ignored keys route does not read: {keys}{more}")
     if bad:
         raise DataError(f"{name}: {bad} line(s) could not be routed; see the error objects in the output")
     return bad
 
 
 def _flush(router: Router, batch: list[tuple[int, Any]], name: str, default: RouteRequest, strict: bool,
-           emit: Callable[[dict[str, Any]], None], state: StoreBase | None, log_queries: bool) -> int:
+           emit: Callable[[dict[str, Any]], None], state: StoreBase | None, log_queries: bool,
+           ignored: Counter[str]) -> int:
     parsed: list[RouteRequest | dict[str, Any]] = []
     for lineno, item in batch:
         where = f"{name}:{lineno}"
         try:
             if isinstance(item, MixLLMError):
                 raise item
-            request = parse_line(item, where, default)
+            request = parse_line(item, where, default, ignored)
             try:
                 router.resolve(request)
             except MixLLMError as exc:
