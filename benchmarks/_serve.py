@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def start_replica(port: int, home: Path, store: str | None = None, log: Path | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "mixllm_cli", "serve", "--port", str(port), "--home", str(home)]
+    cmd = [sys.executable, "-m", "mixllm_cli", "serve", "--port", str(port), "--home", str(home), "--no-auth"]
     if store:
         cmd += ["--store", store]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

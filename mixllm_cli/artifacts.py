@@ -8,10 +8,17 @@ Layout of a set (the shipped default `artifacts/`, or `<home>/artifacts/`):
     projection.npz         the tag-enhanced embedding (tags.py, projection.py), only in sets trained with tags
     heads/<llm>.quality.joblib, heads/<llm>.length.joblib   one file per LLM per head
     heads/<llm>.ainv.npy   A_l⁻¹ for the uncertainty term, numpy only, no pickle
+
+`<llm>` is `llm_file_stem(id)`, a name that no other id shares (on a case-insensitive file system
+too); the manifest records every file's name, and a set is always read through it, so sets
+written with the earlier names (`meta/llama` → `meta__llama`, the shipped one among them) load
+as they are.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +47,36 @@ if TYPE_CHECKING:
     from .core.tagging import TagModel
 
 
+# Ids written as they are: lower case, no separator, so no two of them fold to one name on a
+# case-insensitive file system and none can be read as another's hashed or time-stamped name.
+_PLAIN_STEM = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+# The time pool changes put in a file name when the usual one is taken (`<stem>.<time>.<kind>...`);
+# an id with a part of that shape is hashed, so no stem is another's `<stem>.<time>`, in any case.
+STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
+_STAMP_PART = re.compile(r"(?:^|\.)\d{8}t\d{12}z(?:\.|$)")
+# Names Windows keeps for devices, whatever follows the first dot ("con.quality.joblib" included).
+_RESERVED = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))})
+
+
 def llm_file_stem(llm_id: str) -> str:
-    """A file-system-safe, reversible-enough stem for an LLM id ('meta/llama' → 'meta__llama')."""
-    return llm_id.replace("/", "__").replace(":", "_")
+    """The file-name stem of an LLM's files: two different ids never share one.
+
+    An id of lower-case letters, digits, '.', '_' and '-' is its own stem ('claude-v1'); any other
+    gets a readable slug and the first 16 hex digits of the sha256 of the exact id ('meta/Llama' →
+    'meta_llama~b6ad…', 'meta::llama' → 'meta_llama~37f4…'). Every stem is lower-case ASCII,
+    only hashed ones hold '~', and none is another's `<stem>.<time>` (STAMP_FORMAT), so the map
+    stays one-to-one on file systems that fold case (macOS, Windows) or normalise Unicode. Sets
+    written before kept 'meta__llama'-style names: they stay valid, since the manifest names each
+    file (see the module docstring)."""
+    if (_PLAIN_STEM.fullmatch(llm_id) and llm_id.split(".", 1)[0] not in _RESERVED
+            and not _STAMP_PART.search(llm_id)):
+        return llm_id
+    slug = re.sub(r"[^a-z0-9.-]+", "_", llm_id.lower()).strip("._-")[:64] or "llm"
+    head, dot, tail = slug.partition(".")
+    if head in _RESERVED:
+        slug = f"{head}_{dot}{tail}"
+    digest = hashlib.sha256(llm_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{slug}~{digest}"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,12 @@
 initdb and postgres refuse to run as root, so when the euid is 0 they run as the `postgres`
 system user (`runuser -u postgres --`) in a temp dir that user owns. Authentication is `trust`
 on 127.0.0.1 only; the cluster is stopped (`-m immediate`) and its dir removed on `stop()`.
+
+Durability: the server runs with PostgreSQL's production defaults (fsync, synchronous_commit and
+full_page_writes on), so the tests that kill a replica or stop the server exercise the settings
+operators run (docs/SERVE.md). On this 2-core box they cost nothing measurable (the PostgreSQL
+tests took the same time, within noise, as with all three off). MIXLLM_PG_DURABLE=0 turns them
+off (a slow disk); initdb's own `--no-sync` only skips syncing the template files at creation.
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ def _free_port() -> int:
 
 
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, durable: bool | None = None) -> None:
+        """`durable`: fsync, synchronous_commit and full_page_writes on (None: on unless MIXLLM_PG_DURABLE=0)."""
+        self.durable = os.environ.get("MIXLLM_PG_DURABLE", "1") != "0" if durable is None else durable
         self.bin = find_bin_dir()
         self.prefix: list[str] = []
         owner = None
@@ -71,8 +79,10 @@ class Cluster:
         try:
             self._run(str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "mixllm", "-E", "UTF8",
                       "--no-sync", "--no-instructions")
+            durability = ("-c fsync=on -c synchronous_commit=on -c full_page_writes=on" if self.durable
+                          else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
             opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir} "
-                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                    f"{durability} -c max_connections=200")
             self._run(str(self.bin / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(self.dir / "log"), "-w",
                       "-t", "60", "start")
             self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "mixllm", "mixllm")

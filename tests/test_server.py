@@ -231,7 +231,8 @@ def test_two_real_replicas_one_killed_mid_load(trained_home, tiny, pg_url):
 
     ports = [free_port(), free_port()]
     env = {**os.environ, "MIXLLM_HOME": str(trained_home)}
-    procs = [subprocess.Popen([sys.executable, "-m", "mixllm_cli", "serve", "--port", str(p), "--store", pg_url],
+    procs = [subprocess.Popen([sys.executable, "-m", "mixllm_cli", "serve", "--port", str(p), "--store", pg_url,
+                               "--no-auth"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for p in ports]
     try:
         for port, proc in zip(ports, procs):

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+from mixllm_cli.state.schema import steps
+
 
 def test_parallel_first_opens_all_succeed(tmp_path):
     for trial in range(4):
@@ -19,4 +21,4 @@ def test_parallel_first_opens_all_succeed(tmp_path):
         for p in procs:
             out, err = p.communicate(timeout=60)
             assert p.returncode == 0, err
-            assert out.strip() == "3"  # every process sees the fully migrated schema
+            assert out.strip() == str(len(steps("sqlite")))  # every process sees the fully migrated schema

@@ -63,8 +63,9 @@ def test_completing_frees_the_slot_teaches_latency_and_is_idempotent(router, sto
     again = store.complete(ds[0].decision_id, latency_ms=9999.0, defaults=defaults)
     assert again["recorded"] is False and again["reason"] == "already recorded"
     est = store.learned()["big"]
-    # 100 tokens in 1.0 s after the catalogue's 500 ms TTFT: 100 tok/s, weight 0.2 from 20
-    assert (est.n, est.output_tokens_per_s) == (1, pytest.approx(0.8 * 20 + 0.2 * 100))
+    # 100 tokens in 1.0 s after the catalogue's 500 ms TTFT: 100 tok/s, counted as at most 3x the
+    # estimate (core.latency.CLIP_FACTOR), weight 0.2 from 20
+    assert (est.n, est.output_tokens_per_s) == (1, pytest.approx(0.8 * 20 + 0.2 * min(100, 3 * 20)))
     store.complete(ds[1].decision_id, latency_ms=500.0 + 1000.0 * 100 / 50, response_tokens=100, defaults=defaults)
     est2 = store.learned()["big"]  # the upsert updates the same row
     assert est2.n == 2 and est2.output_tokens_per_s == pytest.approx(0.8 * est.output_tokens_per_s + 0.2 * 50)

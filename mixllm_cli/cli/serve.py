@@ -34,22 +34,52 @@ def serve_cmd(
         typer.Option("--cooldown-s", min=0.0, help="Chat completions: skip an LLM whose endpoint failed for this many "
                                                    "seconds (0: never skip)."),
     ] = DEFAULT_COOLDOWN_S,
+    no_auth: Annotated[
+        bool,
+        typer.Option("--no-auth", help="Serve without API keys: for development on a loopback --host (refused on "
+                                       "any other host without --allow-public-without-auth)."),
+    ] = False,
+    allow_public_without_auth: Annotated[
+        bool,
+        typer.Option("--allow-public-without-auth", help="With --no-auth: serve a non-loopback --host without keys "
+                                                         "(only behind a proxy that authenticates every caller)."),
+    ] = False,
+    limit_concurrency: Annotated[
+        int | None, typer.Option("--limit-concurrency", min=1, help="Most connections and requests in progress; "
+                                 "beyond: 503 (default 512).")] = None,
+    header_timeout_s: Annotated[
+        float | None, typer.Option("--header-timeout-s", min=0.1, max=3600.0, help="Close a connection that has "
+                                   "not sent a request's headers within this many seconds (default 10).")] = None,
     log_queries: LogQueriesOpt = False,
     home: HomeOpt = None,
     catalogue: CatalogueOpt = None,
 ) -> None:
     """Serve the router over HTTP: /v1/route, /v1/feedback, /v1/llms, /v1/chat/completions, /metrics.
 
-    Needs the serve extra: pip install -e '.[serve]'. The OpenAPI schema is at /docs and /openapi.json.
+    Every path but /healthz needs Authorization: Bearer <key>, a key made with `mixllm keys create`
+    in the same store (keys work on every replica sharing it). Needs the serve extra:
+    pip install -e '.[serve]'. The OpenAPI schema is at /docs and /openapi.json.
 
     Example: mixllm serve --port 8080 --store postgresql://mixllm@127.0.0.1:5432/mixllm
     """
     from .. import output
+    from ..serve.auth import Auth, check_exposure
+
+    warning = check_exposure(host, keys=not no_auth, allow_public=allow_public_without_auth)  # before loading
     from ..serve.app import Service, serve  # a missing serve extra is one Error: line (see `run`)
 
     service = Service(home, catalogue, store, log_queries=log_queries, fallbacks=fallbacks,
                       cooldown_s=cooldown_s)  # fails fast: one Error: line
+    auth = None if no_auth else Auth(service.home, store)
     output.note(f"mixllm serving {len(service.router.llm_ids)} LLMs on http://{host}:{port} "
                 f"(store: {service.store_name}; OpenAPI at /docs)")
-    serve(service, host, port)
+    if warning is not None:
+        output.note(f"WARNING: {warning}")
+    elif auth is not None:
+        n = auth.active_keys()
+        output.note(f"API keys required (Authorization: Bearer <key>): {n} active in the store"
+                    if n else "API keys required, and the store holds none yet: every request but /healthz gets 401 "
+                              "until you create one with `mixllm keys create NAME` (it works at once, no restart)")
+    serve(service, host, port, auth=auth, allow_public_without_auth=allow_public_without_auth,
+          limit_concurrency=limit_concurrency, header_timeout_s=header_timeout_s)
 

@@ -85,7 +85,9 @@ REWARD_WINDOW = 100
 
 
 def _stem(llm: str) -> str:
-    return llm.replace("/", "__").replace(":", "_")
+    from ..artifacts import llm_file_stem
+
+    return llm_file_stem(llm)  # one key per id: `a/b` and `a::b` must not share arrays
 
 
 @dataclass
@@ -296,8 +298,9 @@ class OnlineModel:
                         baseline=meta["baseline"], counts=meta["counts"],
                         derived_from=meta.get("derived_from", {}), refit=meta.get("refit", {}),
                         snapshot_format=int(meta.get("format", 1)))
+            stems = {llm: s for s, llm in names.items()}  # as written, so older snapshots still load
             for llm, c in meta.get("cold", {}).items():
-                stem = _stem(llm)
+                stem = stems.get(llm, _stem(llm))
                 fits = {kind: (z[f"cold_{kind}_coef__{stem}"], float(z[f"cold_{kind}_intercept__{stem}"]))
                         for kind in ("quality", "length") if f"cold_{kind}_coef__{stem}" in z.files}
                 model.cold[llm] = ColdState(

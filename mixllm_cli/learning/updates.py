@@ -92,7 +92,16 @@ def refits_enabled() -> bool:
 
 def apply_event(model: OnlineModel, event: dict[str, Any], artifacts: ArtifactSet) -> None:
     """Fold one feedback event (joined with its decision) into the model. Heads are refitted
-    later, by `refit_due`, when enough outcomes have gathered."""
+    later, by `refit_due`, when enough outcomes have gathered.
+
+    Each decision counts once however many events were sent for it (the flags of
+    `StoreBase.feedback_since`; an event without them counts as a first): only its first event
+    updates A⁻¹ (a second e·eᵀ for the same query would claim twice the evidence) and the count of
+    outcomes towards a refit; only its first binary event trains the dynamic-feedback network (a
+    policy-gradient step cannot be taken back, and replaying the whole log for every changed thumb
+    would make one request cost a rebuild); the counts per kind count decisions. Refits and cold fits
+    read one outcome per decision, with the latest value of each field (`StoreBase.outcomes_for`): the
+    latest label replaces the earlier ones there. The log keeps every event."""
     llm = event["llm"]
     e = artifacts.embed(np.frombuffer(event["embedding"], dtype=np.float32)[None, :])[0].astype(np.float64)
     c = model.counts.setdefault(llm, {"refined": 0, "binary": 0})
@@ -106,17 +115,20 @@ def apply_event(model: OnlineModel, event: dict[str, Any], artifacts: ArtifactSe
         model.refit.pop(llm, None)
     if meta is not None and llm not in model.refit:
         model.refit[llm] = {"after_seq": int(event["seq"]) - 1, "outcomes": 0, "fitted": 0, "refits": 0}
-    c[event["kind"]] += 1
+    first = bool(event.get("first", True))
+    if event.get("first_of_kind", True):
+        c[event["kind"]] += 1
     base = artifacts.heads.get(llm)
     if base is not None:
-        a = model.a_inv.get(llm, base.a_inv.astype(np.float64))
-        ae = a @ e
-        model.a_inv[llm] = a - np.outer(ae, ae) / (1.0 + e @ ae)
+        if first:
+            a = model.a_inv.get(llm, base.a_inv.astype(np.float64))
+            ae = a @ e
+            model.a_inv[llm] = a - np.outer(ae, ae) / (1.0 + e @ ae)
     else:
         _cold_event(model, event, e, artifacts)
-    if llm in model.refit and any(event.get(k) is not None for k in ("quality", "good", "response_tokens")):
+    if first and llm in model.refit and any(event.get(k) is not None for k in ("quality", "good", "response_tokens")):
         model.refit[llm]["outcomes"] += 1
-    if event["kind"] == "binary":
+    if event["kind"] == "binary" and event.get("first_of_kind", True):
         if model.df is None:
             model.df = DFNet.fresh(sorted(artifacts.heads), len(e))
         if llm in model.df.llm_order:
@@ -139,11 +151,12 @@ def _cold_event(model: OnlineModel, event: dict[str, Any], e: np.ndarray, artifa
         st = model.cold[llm] = ColdState(key=key, after_seq=seq - 1, next_check=COLD_MIN_OUTCOMES)
     if seq <= st.after_seq:
         return  # an earlier incarnation's event (a rebuild that kept the boundary its snapshot knew)
-    a = np.eye(len(e)) if st.a_inv is None else st.a_inv
-    ae = a @ e
-    st.a_inv = a - np.outer(ae, ae) / (1.0 + e @ ae)
+    if event.get("first", True):  # each decision once (see `apply_event`)
+        a = np.eye(len(e)) if st.a_inv is None else st.a_inv
+        ae = a @ e
+        st.a_inv = a - np.outer(ae, ae) / (1.0 + e @ ae)
     if event.get("quality") is not None or event.get("good") is not None:
-        st.signals += 1
+        st.signals += 1  # every label, a relabel too: only says when to read the log (`fit_cold` counts outcomes)
 
 
 def cold_thresholds() -> list[int]:
@@ -164,7 +177,7 @@ def fit_cold(model: OnlineModel, llm: str, artifacts: ArtifactSet, store: StoreB
     """Fit a cold LLM's heads on its first T labelled outcomes, T the largest threshold its log has
     reached (`cold_thresholds`); True if they were fitted (False: relabels made the count of events
     run ahead of the distinct outcomes; it looks again once enough new events could make up for it)."""
-    from ..core.features import build_features
+    from ..core.features import build_features, unpack_lexical
 
     st = model.cold[llm]
     outcomes = store.outcomes_for(llm, st.after_seq)  # one per decision, in log order, the latest label
@@ -176,8 +189,7 @@ def fit_cold(model: OnlineModel, llm: str, artifacts: ArtifactSet, store: StoreB
     if fitted:
         rows = outcomes[:labelled[target - 1] + 1]  # the first `target` labelled outcomes, and those between
         emb = np.stack([np.frombuffer(o["embedding"], dtype=np.float32) for o in rows])
-        ids = [np.zeros(0, np.int32) if o["token_ids"] is None else np.frombuffer(o["token_ids"], dtype=np.int32)
-               for o in rows]
+        ids = [unpack_lexical(o["token_ids"]) for o in rows]
         x = build_features(artifacts.embed(emb), ids, artifacts.features)
         q = [k for k in range(len(rows)) if labels[k] is not None]
         st.quality = _fit_or_constant(x[q], np.array([labels[k] for k in q], dtype=np.float64), logistic=True)
@@ -263,7 +275,7 @@ def refit_due(model: OnlineModel, artifacts: ArtifactSet) -> list[str]:
 
 def refit_heads(model: OnlineModel, llm: str, artifacts: ArtifactSet, store: StoreBase, offline: OfflineRows) -> None:
     """Refit the LLM's linear heads on its offline rows plus every outcome logged for it."""
-    from ..core.features import build_features
+    from ..core.features import build_features, unpack_lexical
     from ..core.optim import refit_linear
 
     r = model.refit[llm]
@@ -271,7 +283,7 @@ def refit_heads(model: OnlineModel, llm: str, artifacts: ArtifactSet, store: Sto
     x_off, yq_off, ylen_off = offline.for_llm(llm, artifacts)
     if logged:
         emb = np.stack([np.frombuffer(o["embedding"], dtype=np.float32) for o in logged])
-        ids = [np.frombuffer(o["token_ids"], dtype=np.int32) for o in logged]
+        ids = [unpack_lexical(o["token_ids"]) for o in logged]
         x_new = build_features(artifacts.embed(emb), ids, artifacts.features)
     else:
         x_new = np.zeros((0, x_off.shape[1] if x_off is not None else 0), np.float32)

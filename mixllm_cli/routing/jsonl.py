@@ -86,6 +86,14 @@ def route_jsonl(router: Router, source: str, budget: str | None, lam: float | No
     return bad
 
 
+def _renderable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _flush(router: Router, batch: list[tuple[int, Any]], name: str, default: RouteRequest, strict: bool,
            emit: Callable[[dict[str, Any]], None], state: StoreBase | None, log_queries: bool,
            ignored: Counter[str]) -> int:
@@ -105,6 +113,8 @@ def _flush(router: Router, batch: list[tuple[int, Any]], name: str, default: Rou
             if strict:
                 raise
             qid = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), (str, int)) else None
+            if isinstance(qid, str) and not _renderable(qid):
+                qid = None  # a lone surrogate cannot be written out: the error object goes without it
             parsed.append({"id": qid, "line": lineno, "error": str(exc)})
     good = [p for p in parsed if isinstance(p, RouteRequest)]
     decisions = iter(router.route_batch(good, state=state, log_queries=log_queries))

@@ -39,6 +39,21 @@ def check_query(text: object, where: str = "query") -> str:
     return text
 
 
+def check_id(qid: object) -> str | None:
+    """Your id for a query, echoed back with its decision: None, or a string of valid UTF-8. Checked
+    before anything is routed (a lone surrogate cannot be rendered as JSON: the decision would be
+    committed and its answer fail)."""
+    if qid is None:
+        return None
+    if not isinstance(qid, str):
+        raise DataError(f"must be a string (got {type(qid).__name__})", param="id")
+    try:
+        qid.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError("is not valid UTF-8 (a lone surrogate)", param="id") from None
+    return qid
+
+
 def default_tolerance(explicit: float | None = None) -> float:
     """The waiting-time tolerance τ: `explicit`, else `$MIXLLM_MAX_WAIT_S`, else 30 s.
 

@@ -40,6 +40,10 @@ class Predictions:
 
 @dataclass(frozen=True)
 class Candidate:
+    """One LLM's predictions for a query: quality, response_tokens, cost_usd, wait_ms (expected queue
+    wait), uncertainty (α·eᵀA⁻¹e), penalty (waiting), score (the total; the choice has the highest
+    available), cold (priors, no heads yet), available (offered for this query)."""
+
     llm: str
     quality: float
     response_tokens: float
@@ -67,6 +71,10 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Decision:
+    """One query's routing decision: `choice` (the LLM to call), `decision_id` (for feedback; None in
+    a dry run), `budget` (None when λ was given), `lam`, `prompt_tokens`, `candidates` (one per LLM,
+    in the router's order), `id` (the caller's)."""
+
     id: str | None
     choice: str
     budget: str | None

@@ -10,6 +10,7 @@ without encoding again.
 from __future__ import annotations
 
 import json
+import numbers
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -20,13 +21,13 @@ import numpy as np
 
 from ..artifacts import ArtifactSet, Preset, load_artifact_set
 from ..core import decision
-from ..core.features import build_features
+from ..core.features import build_features, pack_lexical
 from ..core.heads import HeadBank
 from ..core.latency import LatencyEstimate
 from ..errors import ArtifactError, UsageError
 from ..paths import active_artifacts_dir, home_dir
 from ..paths import catalogue_path as store_catalogue_path
-from .request import DEFAULT_BUDGET, MAX_QUERY_CHARS, RouteRequest, WaitPolicy, check_query, explore_keys
+from .request import DEFAULT_BUDGET, MAX_QUERY_CHARS, RouteRequest, WaitPolicy, check_id, check_query, explore_keys
 from .results import Candidate, Decision, Predictions
 
 if TYPE_CHECKING:
@@ -126,6 +127,10 @@ class Router:
         if lam is not None:
             if budget is not None:
                 raise UsageError("give one, not both", param=("budget", "lambda"))
+            if isinstance(lam, bool) or not isinstance(lam, numbers.Real):
+                raise UsageError(f"must be a number (got {type(lam).__name__})", param="lambda")
+            if isinstance(lam, numbers.Integral) and lam > 1e300:  # float() of 10**400 raises OverflowError
+                raise UsageError("must be a finite number >= 0 (got a huge integer)", param="lambda")
             return None, decision.check_lambda(lam)
         preset = self.preset(budget or DEFAULT_BUDGET)
         return preset.name, preset.lam
@@ -222,6 +227,7 @@ class Router:
         if not isinstance(request, RouteRequest):
             raise TypeError(f"expected a RouteRequest, got {type(request).__name__}")
         text = check_query(request.query)
+        check_id(request.id)
         name, lam = self.resolve_budget(request.budget, request.lam)
         return text, name, lam, request.policy or WaitPolicy.default()
 
@@ -262,6 +268,8 @@ class Router:
               ids: Sequence[str | None] | None = None, *, state: StoreBase | None = None,
               policy: WaitPolicy | None = None) -> list[Decision]:
         """Route `queries` under one budget (`route_batch` with one request per query)."""
+        if isinstance(queries, (str, bytes)):
+            raise TypeError("Router.route takes a sequence of queries; for one query pass [query]")
         ids = list(ids) if ids is not None else [None] * len(queries)
         return self.route_batch([RouteRequest(q, i, budget, lam, policy) for q, i in zip(queries, ids)], state=state)
 
@@ -312,6 +320,7 @@ class Router:
         if queries is None:
             raise ValueError("queries are needed to record decisions")
         out = []
+        n_buckets = self.artifacts.features.n_buckets if self.artifacts.features is not None else 0
         with state.transaction() as conn:
             now = time.time()
             est = state.estimates(conn, self.latency_defaults())
@@ -329,8 +338,11 @@ class Router:
                     predicted_cost_usd=float(preds.cost_usd[i, j]),
                     embedding=None if preds.embeddings is None else
                     np.asarray(preds.embeddings[i], dtype=np.float32).tobytes(),
-                    token_ids=None if preds.token_ids is None else
-                    np.asarray(preds.token_ids[i], dtype=np.int32).tobytes(),
+                    # Not the token ids (they decode back to the query): only the hashed bucket counts
+                    # the lexical features read (`core.features.BucketCounts`), which give refits and
+                    # cold fits the same features. Nothing lexical without a lexical part.
+                    token_ids=None if preds.token_ids is None or n_buckets == 0 else
+                    pack_lexical(preds.token_ids[i], n_buckets),
                     candidates=json.dumps([c.to_dict() for c in d.candidates], separators=(",", ":")),
                     query_text=queries[i] if log_queries else None,
                 )

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import MixLLMError, UnknownDecisionError
 from ..routing import request as rq
 from ..routing.router import WaitPolicy
+from .auth import SCOPE_KEY, Auth, AuthMiddleware
 from .errors import ApiError, JSONResponse, error_body, status_of
 from .limits import MAX_BODY_BYTES, BodyLimit
 from .proxy import chat_completion
@@ -33,7 +34,10 @@ if TYPE_CHECKING:
 __all__ = ["Service", "create_app", "serve"]  # Service: the CLI and the tests import it from here
 
 
-def create_app(service: Service) -> FastAPI:
+def create_app(service: Service, auth: Auth | None = None) -> FastAPI:
+    """The ASGI app. With `auth` every path but /healthz needs an API key of the store (`serve.auth`);
+    without it nothing is asked: for tests and for an app mounted behind your own authentication.
+    `serve` and `mixllm serve` always pass one unless told --no-auth."""
     from .. import __version__
 
     @contextlib.asynccontextmanager
@@ -43,22 +47,36 @@ def create_app(service: Service) -> FastAPI:
         service.http = httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=10.0),
                                          limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
         try:
+            if auth is not None:
+                with contextlib.suppress(Exception):  # the first request retries, and says why if it fails
+                    await auth.refresh()
             yield
         finally:
             await service.http.aclose()
             service.close()
+            if auth is not None:
+                auth.close()
 
     app = FastAPI(title="mixllm", version=__version__, lifespan=lifespan,
                   description="Route each query to the LLM that best balances quality, cost and waiting time.")
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    if auth is not None:  # added last: the outermost, so a request without a key is refused before its body is read
+        app.add_middleware(AuthMiddleware, auth=auth, on_refused=service.metrics.refused)
     _add_error_handlers(app)
     _add_routing(app, service)
     _add_feedback(app, service)
-    _add_status(app, service)
+    _add_status(app, service, anonymous_health=auth is not None)
 
     @app.post("/v1/chat/completions", summary="OpenAI-compatible: mixllm picks the LLM and forwards the call")
-    async def chat(body: ChatRequest) -> Response:
-        return await chat_completion(service, body)
+    async def chat(body: ChatRequest, request: Request) -> Response:
+        key = request.scope.get(SCOPE_KEY)
+        if auth is None or key is None:
+            return await chat_completion(service, body)
+
+        async def charge(usd: float) -> None:
+            await auth.charge(key.id, usd)
+
+        return await chat_completion(service, body, charge=charge)
 
     return app
 
@@ -148,7 +166,7 @@ def _add_feedback(app: FastAPI, service: Service) -> None:
         return JSONResponse({"results": [{"index": k, **r.to_dict()} for k, r in enumerate(results)]})
 
 
-def _add_status(app: FastAPI, service: Service) -> None:
+def _add_status(app: FastAPI, service: Service, anonymous_health: bool = False) -> None:
     @app.get("/v1/llms", summary="The pool (`mixllm llms --json`), with the shared queue's calls in flight")
     async def llms() -> JSONResponse:
         from ..training.pool import list_llms
@@ -161,14 +179,22 @@ def _add_status(app: FastAPI, service: Service) -> None:
                 "base_url": entry.base_url, "model": entry.upstream_model or entry.id}
         return JSONResponse(rows)
 
-    @app.get("/healthz", summary="Liveness: the store answers")
+    @app.get("/healthz", summary="Liveness: the store answers (no key needed; HEAD too)")
     async def healthz() -> JSONResponse:
+        if anonymous_health:  # open to anyone with keys on: a cheap look at the store, and nothing about it
+            try:
+                await service.run("read", lambda: service.store("read").schema_version())
+            except MixLLMError:
+                return JSONResponse({"status": "unavailable"}, status_code=503)
+            return JSONResponse({"status": "ok"})
         try:
             stats = await service.run("read", lambda: service.store("read").stats())
         except MixLLMError as exc:
             return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
         return JSONResponse({"status": "ok", "store": service.store_name, "llms": list(service.router.llm_ids),
                              "decisions": stats["decisions"], "feedback": stats["feedback"]})
+
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)  # load balancers probe so
 
     @app.get("/metrics", summary="Prometheus text format")
     async def metrics() -> Response:
@@ -178,10 +204,38 @@ def _add_status(app: FastAPI, service: Service) -> None:
 
 
 def serve(service: Service, host: str = "127.0.0.1", port: int = 8080,
-          log_level: Literal["critical", "error", "warning", "info", "debug"] = "warning") -> None:
-    """Serve a loaded `Service` until stopped (SIGINT/SIGTERM end it gracefully)."""
+          log_level: Literal["critical", "error", "warning", "info", "debug"] = "warning", *,
+          auth: Auth | None, allow_public_without_auth: bool = False,
+          limit_concurrency: int | None = None, timeout_keep_alive_s: float | None = None,
+          header_timeout_s: float | None = None) -> None:
+    """Serve a loaded `Service` until stopped (SIGINT/SIGTERM end it gracefully). `auth` has no default:
+    serving without keys (None) is the caller's explicit choice, refused on a non-loopback `host`
+    unless `allow_public_without_auth` (`auth.check_exposure`). The connection limits (None: the
+    defaults) are `limits.uvicorn_limits`'s."""
     import uvicorn
 
+    from .auth import check_exposure
+    from .limits import uvicorn_limits
+
+    bounds = uvicorn_limits(limit_concurrency, timeout_keep_alive_s, header_timeout_s)
+
+    check_exposure(host, keys=auth is not None, allow_public=allow_public_without_auth)
+    _log_to_stderr()
+
     # No proxy-header rewriting: nothing here reads the client's address.
-    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level, access_log=False,
-                proxy_headers=False, timeout_graceful_shutdown=5)
+    uvicorn.run(create_app(service, auth), host=host, port=port, log_level=log_level, access_log=False,
+                proxy_headers=False, timeout_graceful_shutdown=5, **bounds)
+
+
+def _log_to_stderr() -> None:
+    """The service's own log lines (upstream failures, key-table trouble) on stderr, one line each."""
+    import logging
+    import sys
+
+    log = logging.getLogger("mixllm.serve")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s mixllm %(levelname)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False

@@ -1,9 +1,12 @@
 """The service's JSON answers: orjson rendering, and errors in OpenAI's shape
 `{"error": {"message", "type", "param"?}}` with a status chosen by the error's type.
 
-400 for a request the library refuses, 404 for an unknown route or decision, 413 for a body over
+400 for a request the library refuses (or a body `schemas.check_body` refuses: lone surrogates, NaN,
+integers beyond 64 bits, deep nesting), 404 for an unknown route or decision, 413 for a body over
 `limits.MAX_BODY_BYTES`, 422 for one that fails the schema, 502 when the chosen LLM's endpoint
-fails (after the fallbacks), 503 when the store is unreachable.
+fails (after the fallbacks), 503 when the store is unreachable. Never a 500 for what a request
+holds: an answer orjson cannot render (a lone surrogate that slipped through) is made renderable
+(`renderable`) instead of failing.
 """
 
 from __future__ import annotations
@@ -23,7 +26,28 @@ class JSONResponse(_StdJSONResponse):
     def render(self, content: Any) -> bytes:
         import orjson
 
-        return orjson.dumps(content)
+        try:
+            return orjson.dumps(content)
+        except orjson.JSONEncodeError:
+            # Never a 500 for rendering what a request brought in (its checks should have refused it
+            # already): lone surrogates become U+FFFD, integers beyond 64 bits and odd keys text.
+            return orjson.dumps(renderable(content))
+
+
+def renderable(value: Any) -> Any:
+    """`value` with whatever orjson refuses made safe: strings with lone surrogates (U+FFFD instead),
+    integers beyond 64 bits (as text), non-string keys (as text), other objects (their str)."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if -2**63 <= value < 2**64 else str(value)
+    if isinstance(value, dict):
+        return {renderable(k if isinstance(k, str) else str(k)): renderable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [renderable(v) for v in value]
+    return renderable(str(value))
 
 
 class ApiError(Exception):

@@ -36,6 +36,9 @@ class Metrics:
                                           "failed", ["llm"], registry=r)
         self.upstream_cost = Counter("mixllm_upstream_cost_usd", "Chat completions: catalogue cost of the calls",
                                      ["llm"], registry=r)
+        self._refused = Counter("mixllm_auth_refused", "Requests refused by the API-key check, by reason "
+                                "(missing_api_key, invalid_api_key, rate_limit_exceeded, budget_exceeded, "
+                                "store_unavailable)", ["reason"], registry=r)
         r.register(_QueueDepth(service))
 
     def routed(self, llm: str) -> None:
@@ -43,6 +46,9 @@ class Metrics:
 
     def upstream_failure(self, llm: str) -> None:
         self._upstream_failures.labels(llm).inc()
+
+    def refused(self, reason: str) -> None:
+        self._refused.labels(reason).inc()
 
     def upstream_call(self, llm: str, seconds: float, prompt: int | None, completion: int | None,
                       cost: float | None) -> None:

@@ -2,21 +2,29 @@
 answer (whole or streamed) and record what the call cost.
 
 Chat completions fall back: when the chosen LLM's endpoint fails before it answers (not
-configured, unreachable, 408/409/429 or 5xx, an unreadable body), the query is routed again
-without the LLMs that failed, up to `Service.fallbacks` more times. Each attempt is a decision of
-its own (logged, queued); a failed one frees its queue slot and teaches nothing. Other 4xx
-answers are the request's fault and are passed on as a 502 without a retry. An LLM that failed
-so is then skipped by this replica's chat completions for `Service.cooldown_s` seconds (unless
-every LLM with an endpoint is cooling down), so an outage costs one failed attempt, not one per
-request.
+configured, unreachable, 401/403 (it refused our key), 408/409/429 or 5xx, an unreadable body),
+the query is routed again without the LLMs that failed, up to `Service.fallbacks` more times.
+Each attempt is a decision of its own (logged, queued); a failed one frees its queue slot and
+teaches nothing. Other 4xx answers are the request's fault and are passed on as a 502 without a
+retry. An LLM that failed so is then skipped by this replica's chat completions for
+`Service.cooldown_s` seconds (unless every LLM with an endpoint is cooling down), so an outage
+costs one failed attempt, not one per request.
+
+What a caller learns of a failure: the LLM, the endpoint's status and a generic message
+("LLM 'x': its endpoint answered 401"), never the endpoint's own words, which can quote our key
+back (providers do: "Incorrect API key provided: sk-..."). Those go to the server log
+(`mixllm.serve`, stderr), cut to LOGGED_CHARS and with anything that looks like a key masked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -38,14 +46,41 @@ if TYPE_CHECKING:
 LLM_HEADER = "x-mixllm-llm"
 DECISION_HEADER = "x-mixllm-decision-id"
 FALLBACK_HEADER = "x-mixllm-fallback-from"  # the LLMs that failed before the one that answered
+REFUSED_KEY = frozenset({401, 403})  # the endpoint refused our key: that LLM fails, the others may not
+READ_ERROR_BYTES = 64 * 1024  # of an error answer's body, read for the log (the rest is dropped)
+LOGGED_CHARS = 500  # of that body, logged after masking
+
+log = logging.getLogger("mixllm.serve")
+Charge = Callable[[float], Awaitable[None]]  # counts a call's cost against the caller's API key
+
+# What looks like a secret in an upstream's words: a bearer token, a key with a provider's prefix
+# (sk-..., mxk_..., ...), or any long run of key-like characters with letters and digits mixed.
+_SECRETS = (
+    re.compile(r"(?i)(bearer\s+)[^\s\"',;]+"),
+    re.compile(r"(?i)\b((?:sk|pk|rk|ak|mxk|key|api|token|secret)[-_])[A-Za-z0-9_\-]{6,}"),
+    re.compile(r"(?=[A-Za-z_\-]*\d)(?=[0-9_\-]*[A-Za-z])[A-Za-z0-9_\-+/=.]{24,}"),
+)
+
+
+def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` with every known secret and everything that looks like a key replaced by ***."""
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    for pattern in _SECRETS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
+    return text
 
 
 @dataclass(frozen=True)
 class _Failed:
     """An upstream attempt that failed before anything was sent to the caller."""
 
-    message: str
+    status: int | None  # the endpoint's HTTP status; None if it was not reached (or not configured)
+    message: str  # for the caller: generic, never the endpoint's own words
     retry: bool  # worth trying another LLM (the provider's trouble, not the request's)
+    detail: str  # for the server log: what failed and what to check (no secrets)
+    said: str | None = None  # the endpoint's answer, masked, for the server log
 
 
 @dataclass(frozen=True)
@@ -58,6 +93,7 @@ class _Call:
     started: float  # time.perf_counter() when the request was sent
     info: dict[str, Any]  # the `mixllm` member added to the answer (or to each streamed chunk)
     headers: dict[str, str]
+    charge: Charge | None = None
 
     async def finish(self, usage: Any, ttft_ms: float | None) -> None:
         """Record the call's latency, tokens and cost: in the metrics, and as the decision's feedback."""
@@ -68,14 +104,20 @@ class _Call:
         prompt, completion = usage_tokens(usage)
         cost = call_cost_usd(self.llm, prompt, completion)
         self.service.metrics.upstream_call(self.llm.id, latency_ms / 1000.0, prompt, completion, cost)
+        if self.charge is not None:
+            # Without usage from the endpoint, the router's prediction: a key's budget must not be
+            # endless because an endpoint does not report tokens.
+            await self.charge(cost if cost is not None else next(
+                (c.cost_usd for c in self.decision.candidates if c.llm == self.llm.id), 0.0))
         fb = Feedback(self.decision.decision_id or "", response_tokens=completion, latency_ms=round(latency_ms, 3),
                       ttft_ms=None if ttft_ms is None else round(ttft_ms, 3), cost_usd=cost)
         await self.service.record([("upstream", fb)])
 
 
-async def chat_completion(service: Service, body: ChatRequest) -> Response:
+async def chat_completion(service: Service, body: ChatRequest, charge: Charge | None = None) -> Response:
     """Route the chat request's last user message and forward the request, falling back (see the module
-    docstring) until an LLM answers; a 502 naming every failure when none does."""
+    docstring) until an LLM answers; a 502 naming every failure when none does. `charge` is given the
+    cost of the call that answered (the caller's API key pays it)."""
     from ..upstream import last_user_text, parse_model
 
     try:
@@ -87,29 +129,32 @@ async def chat_completion(service: Service, body: ChatRequest) -> Response:
         raise ApiError(503, "no LLM of the catalogue has a base_url; add base_url (and api_key_env) to "
                             "models.yaml to forward chat completions", "unavailable")
     request = service.check(RouteRequest(query=text, budget=budget, policy=WaitPolicy.default()))
-    failed: list[dict[str, str]] = []  # {"llm", "error"} of each attempt that failed, in order
+    failed: list[dict[str, Any]] = []  # {"llm", "status"} of each attempt that failed, in order
+    messages: list[str] = []  # what the caller is told of each
     cooling, tried = service.cooling(), frozenset[str]()
     while True:
         exclude = cooling | tried
         if not service.offered(True, exclude).any():
             exclude = tried  # only LLMs that failed lately are left: try them
         (decision,), _ = await service.route([replace(request, exclude=exclude | service.without_endpoint())])
-        out = await forward(service, body, decision, failed)
+        out = await forward(service, body, decision, failed, charge)
         if isinstance(out, Response):
             return out
         await service.run("feedback", service.complete_failed, decision.decision_id)  # free its slot, learn nothing
         service.upstream_failed(decision.choice, cool_down=out.retry)
-        failed.append({"llm": decision.choice, "error": out.message})
+        failed.append({"llm": decision.choice, "status": out.status})
+        messages.append(out.message)
         tried = tried | {decision.choice}
-        if not out.retry or len(failed) > service.fallbacks or not service.offered(True, tried).any():
+        last = not out.retry or len(failed) > service.fallbacks or not service.offered(True, tried).any()
+        _log_failure(service, decision.choice, out, last)
+        if last:
             headers = {LLM_HEADER: decision.choice, DECISION_HEADER: decision.decision_id or "",
                        FALLBACK_HEADER: ",".join(f["llm"] for f in failed[:-1])}
-            return JSONResponse(error_body("; ".join(f["error"] for f in failed), "upstream_error"),
-                                status_code=502, headers=headers)
+            return JSONResponse(error_body("; ".join(messages), "upstream_error"), status_code=502, headers=headers)
 
 
 async def forward(service: Service, body: ChatRequest, decision: Decision,
-                  failed: list[dict[str, str]]) -> Response | _Failed:
+                  failed: list[dict[str, Any]], charge: Charge | None = None) -> Response | _Failed:
     """Send the request to the chosen LLM, answer (or stream) its reply, then record what it cost.
     `failed` lists the attempts before this one (reported with the answer)."""
     import httpx
@@ -121,25 +166,30 @@ async def forward(service: Service, body: ChatRequest, decision: Decision,
     llm = service.router.catalogue.get(decision.choice)
     try:
         url, up_headers, up_body = upstream_call(llm, body.model_dump())
-        started = time.perf_counter()
+    except UpstreamError as exc:
+        return _Failed(None, f"LLM {llm.id!r}: its endpoint is not configured on this server", retry=True,
+                       detail=f"not called: {exc.message.removeprefix(f'LLM {llm.id!r}: ')}")
+    started = time.perf_counter()
+    try:
         resp = await http.send(http.build_request("POST", url, headers=up_headers, json=up_body), stream=True)
-    except (UpstreamError, httpx.HTTPError) as exc:
-        return _Failed(str(exc) if isinstance(exc, UpstreamError) else f"LLM {llm.id!r}: {type(exc).__name__}: {exc}",
-                       retry=True)
+    except httpx.HTTPError as exc:
+        return _Failed(None, f"LLM {llm.id!r}: its endpoint could not be reached ({type(exc).__name__})", retry=True,
+                       detail=f"its endpoint could not be reached ({type(exc).__name__}: "
+                              f"{_one_line(scrub(str(exc), _secrets(llm)))})")
     if resp.status_code != 200:
-        raw = await resp.aread()
-        await resp.aclose()
-        try:
-            upstream_msg = json.loads(raw)["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            upstream_msg = raw[:200].decode("utf-8", "replace")
-        return _Failed(f"LLM {llm.id!r} answered {resp.status_code}: {upstream_msg}",
-                       retry=worth_another_llm(resp.status_code))
+        status = resp.status_code
+        said = _one_line(scrub(await _read_some(resp), _secrets(llm)))
+        if status in REFUSED_KEY:
+            where = f"check api_key_env {llm.api_key_env}" if llm.api_key_env else "the LLM has no api_key_env"
+            return _Failed(status, f"LLM {llm.id!r}: its endpoint answered {status}", retry=True,
+                           detail=f"its endpoint refused our key ({status}); {where}", said=said)
+        return _Failed(status, f"LLM {llm.id!r}: its endpoint answered {status}", retry=worth_another_llm(status),
+                       detail=f"its endpoint answered {status}", said=said)
     call = _Call(service, llm, decision, started,
                  info={"llm": llm.id, "decision_id": decision.decision_id, "budget": decision.budget,
                        "lambda": decision.lam, "fallback_from": failed},
                  headers={LLM_HEADER: llm.id, DECISION_HEADER: decision.decision_id or "",
-                          FALLBACK_HEADER: ",".join(f["llm"] for f in failed)})
+                          FALLBACK_HEADER: ",".join(f["llm"] for f in failed)}, charge=charge)
     if not body.stream:
         return await _answer(call, resp)
     return StreamingResponse(_relay(call, resp), media_type="text/event-stream", headers=call.headers)
@@ -156,7 +206,9 @@ async def _answer(call: _Call, resp: httpx.Response) -> Response | _Failed:
     except ValueError:
         obj = None
     if not isinstance(obj, dict):
-        return _Failed(f"LLM {call.llm.id!r} answered with something that is not a JSON object", retry=True)
+        return _Failed(200, f"LLM {call.llm.id!r}: its endpoint's answer is not a JSON object", retry=True,
+                       detail="its endpoint answered 200 with something that is not a JSON object",
+                       said=_one_line(scrub(raw[:READ_ERROR_BYTES].decode("utf-8", "replace"), _secrets(call.llm))))
     await call.finish(obj.get("usage"), None)
     obj["mixllm"] = call.info
     return JSONResponse(obj, headers=call.headers)
@@ -197,3 +249,44 @@ async def _relay(call: _Call, resp: httpx.Response) -> AsyncIterator[str]:
 def _has_content(chunk: dict[str, Any]) -> bool:
     """Whether a streamed chunk carries generated text (its arrival is the time to first token)."""
     return any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or [] if isinstance(c, dict))
+
+
+def _secrets(llm: LLM) -> tuple[str, ...]:
+    """The key we send to `llm`'s endpoint, masked wherever its answer quotes it."""
+    key = os.environ.get(llm.api_key_env) if llm.api_key_env else None
+    return (key,) if key else ()
+
+
+async def _read_some(resp: httpx.Response) -> str:
+    """The start of an error answer's body (at most READ_ERROR_BYTES), as text; the connection is closed."""
+    import httpx
+
+    raw = bytearray()
+    try:
+        async for chunk in resp.aiter_bytes():
+            raw += chunk
+            if len(raw) >= READ_ERROR_BYTES:
+                break
+    except httpx.HTTPError as exc:  # a broken error answer: log what came
+        raw += f" [reading it failed: {type(exc).__name__}]".encode()
+    finally:
+        await resp.aclose()
+    return bytes(raw[:READ_ERROR_BYTES]).decode("utf-8", "replace")
+
+
+def _one_line(text: str) -> str:
+    """Masked text for one log line: whitespace folded, cut to LOGGED_CHARS."""
+    text = " ".join(text.split())
+    return (text[:LOGGED_CHARS] + "...") if len(text) > LOGGED_CHARS else (text or "(no body)")
+
+
+def _log_failure(service: Service, llm: str, out: _Failed, last: bool) -> None:
+    """One line in the server log per failed attempt: what failed, what to check, what happens next,
+    and what the endpoint said (masked)."""
+    steps = [out.detail]
+    if out.retry and service.cooldown_s > 0:
+        steps.append(f"cooling down {service.cooldown_s:g} s")
+    steps.append("not retried (the request's fault)" if not out.retry else
+                 "no fallback left" if last else "falling back to another LLM")
+    said = "" if out.said is None else f". It said: {out.said}"
+    log.warning("LLM %r: %s%s", llm, "; ".join(steps), said)

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..core.latency import LatencyEstimate, QueueState, update_estimate
+from ..core.latency import LatencyEstimate, QueueState, update_estimate, within_band
 from ..errors import UnknownDecisionError
 
 #: One result row. Its columns' Python types depend on the query (and the database's own types),
@@ -60,7 +60,10 @@ class Admission:
     predicted_response_tokens: float
     predicted_cost_usd: float
     embedding: bytes | None = None  # float32, for online learning
-    token_ids: bytes | None = None  # int32, the lexical features' source
+    # The lexical features' source: `core.features.pack_lexical`'s hashed bucket counts (never the
+    # token ids, which decode back to the query; rows logged before keep their int32 ids, and
+    # `core.features.unpack_lexical` reads both). The column keeps its old name.
+    token_ids: bytes | None = None
     candidates: str | None = None  # JSON: every candidate's predictions and score
     query_text: str | None = None  # only with --log-queries
 
@@ -138,11 +141,12 @@ class StoreBase(abc.ABC):
     # ------------------------------------------------------------------ reads
 
     def estimates(self, conn: Connection, defaults: dict[str, LatencyEstimate]) -> dict[str, LatencyEstimate]:
-        """Learned estimates where there are observations, else the catalogue's figures."""
+        """Learned estimates where there are observations, else the catalogue's figures; a learned
+        figure is read within `core.latency.BAND_FACTOR` of the catalogue's (`within_band`)."""
         out = dict(defaults)
         for llm, ttft, tps, n in conn.execute("SELECT llm, ttft_ms, output_tokens_per_s, n FROM latency_estimates"):
             if llm in out:
-                out[llm] = LatencyEstimate(ttft, tps, n)
+                out[llm] = within_band(LatencyEstimate(ttft, tps, n), defaults[llm])
         return out
 
     def queue(self, conn: Connection, llm_ids: tuple[str, ...], slots: list[int], now: float) -> QueueState:
@@ -167,13 +171,29 @@ class StoreBase(abc.ABC):
         return str(row[0])
 
     def feedback_since(self, seq: int) -> list[dict[str, Any]]:
-        """Logged feedback after `seq`, in log order, joined with what its decision recorded."""
+        """Logged feedback after `seq`, in log order, joined with what its decision recorded.
+
+        Each event also says whether it is its decision's first event (`first`) and its first of its
+        kind (`first_of_kind`) in the whole log: the learner folds each decision once however many
+        events it has (`learning.updates`), and these flags depend on the log alone, so a live
+        catch-up and a rebuild agree."""
         rows = self.conn.execute(
             "SELECT f.seq, f.decision_id, f.llm, f.kind, f.quality, f.good, f.response_tokens, d.embedding, "
-            "d.token_ids FROM feedback f JOIN decisions d ON d.id = f.decision_id WHERE f.seq > ? ORDER BY f.seq",
+            "d.token_ids, "
+            "NOT EXISTS (SELECT 1 FROM feedback g WHERE g.decision_id = f.decision_id AND g.seq < f.seq), "
+            "NOT EXISTS (SELECT 1 FROM feedback g WHERE g.decision_id = f.decision_id AND g.seq < f.seq "
+            "AND g.kind = f.kind) "
+            "FROM feedback f JOIN decisions d ON d.id = f.decision_id WHERE f.seq > ? ORDER BY f.seq",
             (seq,)).fetchall()
         keys = ("seq", "decision_id", "llm", "kind", "quality", "good", "response_tokens", "embedding", "token_ids")
-        return [dict(zip(keys, r)) for r in rows if r[7] is not None]
+        out = []
+        for r in rows:
+            if r[7] is None:
+                continue
+            event = dict(zip(keys, r))
+            event["first"], event["first_of_kind"] = bool(r[9]), bool(r[10])
+            out.append(event)
+        return out
 
     def outcomes_for(self, llm: str, after_seq: int) -> list[dict[str, Any]]:
         """The outcomes logged for `llm` after `after_seq`, one per decision: for each field, the
@@ -289,10 +309,11 @@ class StoreBase(abc.ABC):
         if latency_ms is not None or ttft_ms is not None:
             cur = conn.execute("SELECT ttft_ms, output_tokens_per_s, n FROM latency_estimates WHERE llm = ?",
                                (llm,)).fetchone()
-            est = LatencyEstimate(*cur) if cur else defaults(llm)
+            prior = defaults(llm)
+            est = LatencyEstimate(*cur) if cur else prior
             if est is not None:
                 tokens = response_tokens if response_tokens is not None else predicted_tokens
-                new = update_estimate(est, latency_ms, ttft_ms, tokens)
+                new = update_estimate(est, latency_ms, ttft_ms, tokens, prior=prior)
                 conn.execute("INSERT INTO latency_estimates VALUES (?, ?, ?, ?) ON CONFLICT (llm) DO UPDATE SET "
                              "ttft_ms = excluded.ttft_ms, output_tokens_per_s = excluded.output_tokens_per_s, "
                              "n = excluded.n", (llm, new.ttft_ms, new.output_tokens_per_s, new.n))

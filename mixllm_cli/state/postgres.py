@@ -18,14 +18,26 @@ after the lock sees everything the previous holder committed. The lock is releas
 rollback, or the server noticing that a killed replica's connection is gone, so a SIGKILLed
 replica can never leave the queue locked or half-written. The critical section is a few
 round trips (~1 ms on loopback); the encoder, not the lock, bounds a replica's throughput.
+
+Stale connections: after PostgreSQL restarts (or a network blip drops the connection), a replica's
+idle connections are dead, and each would fail its next statement: one 503 per connection and per
+outage. Two rules keep a restart from costing any request. Before a connection is used it is
+looked at without a round trip (`_Conn.stale`: an idle connection whose socket has something to
+read, the server's "terminating connection" notice or end of file, is dead) and replaced. And
+when the first statement still finds the connection dropped (`_dropped`: an OperationalError
+that left it broken), it is run once more on a fresh connection, but only where that cannot do
+anything twice: the BEGIN and the lock that open a transaction (nothing of the caller has run
+yet), and plain SELECTs outside a transaction. A failure after that (a statement inside a
+transaction, a write) stays a `StoreError` (503): the transaction is gone and the caller decides.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import select
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import StoreError
@@ -49,11 +61,16 @@ def redact(url: str) -> str:
 
 
 class _Conn:
-    """A psycopg connection that speaks `?` placeholders, like sqlite3, and fails with `StoreError`."""
+    """A psycopg connection that speaks `?` placeholders, like sqlite3, and fails with `StoreError`.
 
-    def __init__(self, raw: psycopg.Connection[Row], where: str):
+    `reconnect` opens a fresh raw connection: a SELECT outside a transaction that finds the
+    connection dropped runs again, once, on a new one (see the module docstring)."""
+
+    def __init__(self, raw: psycopg.Connection[Row], where: str,
+                 reconnect: Callable[[], psycopg.Connection[Row]] | None = None):
         self.raw = raw
         self.where = where
+        self.reconnect = reconnect
         self._sql: dict[str, str] = {}
 
     def execute(self, sql: str, params: Sequence[object] = (), /) -> psycopg.Cursor[Row]:
@@ -62,10 +79,53 @@ class _Conn:
         q = self._sql.get(sql)
         if q is None:
             q = self._sql[sql] = _PLACEHOLDER.sub("%s", sql)
+        idle = self.raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        try:
+            return self.raw.execute(q, params)
+        except psycopg.Error as exc:
+            if not (idle and _dropped(self.raw, exc) and self.reconnect is not None
+                    and sql.lstrip()[:6].upper() == "SELECT"):
+                raise _failure(self.where, exc) from None
+        self.replace()  # a read outside a transaction on a connection the server dropped: once more
         try:
             return self.raw.execute(q, params)
         except psycopg.Error as exc:
             raise _failure(self.where, exc) from None
+
+    def replace(self) -> None:
+        """Close this connection and open a fresh one in its place (StoreError if that fails)."""
+        import psycopg
+
+        with contextlib.suppress(Exception):
+            self.raw.close()
+        assert self.reconnect is not None
+        try:
+            self.raw = self.reconnect()
+        except psycopg.Error as exc:
+            raise _failure(self.where, exc, "cannot connect to the state database") from None
+
+    def stale(self) -> bool:
+        """Dead without asking the server: closed, broken, or idle with something to read (only a server
+        that is going away, or has gone, speaks to an idle client: its notice, or end of file)."""
+        import psycopg
+
+        raw = self.raw
+        if raw.closed or raw.broken:
+            return True
+        if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            return False
+        try:
+            readable, _, _ = select.select([raw.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+
+def _dropped(raw: psycopg.Connection[Row], exc: Exception) -> bool:
+    """Whether `exc` means the connection itself is gone (the server restarted, the network dropped it)."""
+    import psycopg
+
+    return isinstance(exc, psycopg.OperationalError) and (raw.broken or raw.closed)
 
 
 def _failure(where: str, exc: Exception, what: str = "state database error") -> StoreError:
@@ -87,23 +147,27 @@ class PostgresStore(StoreBase):
 
     @property
     def conn(self) -> _Conn:
-        if self._conn is not None and (self._conn.raw.closed or self._conn.raw.broken):
+        if self._conn is not None and self._conn.stale():
             self.close()  # the server restarted or the network dropped: reconnect
         if self._conn is None:
-            import psycopg
-
-            try:
-                raw = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                                      application_name="mixllm")
-            except psycopg.Error as exc:
-                raise _failure(self.describe(), exc, "cannot connect to the state database") from None
-            try:
-                self._migrate(raw)
-            except psycopg.Error as exc:
-                raw.close()
-                raise _failure(self.describe(), exc, "cannot migrate the state database") from None
-            self._conn = _Conn(raw, self.describe())
+            self._conn = _Conn(self._connect(), self.describe(), self._connect)
         return self._conn
+
+    def _connect(self) -> psycopg.Connection[Row]:
+        """A new raw connection, the schema migrated (StoreError if either fails)."""
+        import psycopg
+
+        try:
+            raw = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                                  application_name="mixllm")
+        except psycopg.Error as exc:
+            raise _failure(self.describe(), exc, "cannot connect to the state database") from None
+        try:
+            self._migrate(raw)
+        except psycopg.Error as exc:
+            raw.close()
+            raise _failure(self.describe(), exc, "cannot migrate the state database") from None
+        return raw
 
     @staticmethod
     def _migrate(raw: psycopg.Connection[Row]) -> None:
@@ -133,16 +197,37 @@ class PostgresStore(StoreBase):
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_Conn]:
-        """One writer at a time across every replica (the advisory lock); all or nothing."""
+        """One writer at a time across every replica (the advisory lock); all or nothing.
+
+        A connection found dropped while opening the transaction (BEGIN, or the lock: nothing of the
+        caller's has run) is replaced and the transaction opened again, once."""
         import psycopg
 
-        conn = self.conn
+        conn, tx = self._begin()
         try:
-            with conn.raw.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(?)", (QUEUE_LOCK,))
+            with tx:
                 yield conn
         except psycopg.Error as exc:  # the commit or rollback itself failed
             raise _failure(self.describe(), exc) from None
+
+    def _begin(self) -> tuple[_Conn, contextlib.ExitStack]:
+        """An open transaction holding the queue lock, and the stack that ends it (commit or rollback)."""
+        import psycopg
+
+        conn = self.conn
+        for attempt in (1, 2):
+            tx = contextlib.ExitStack()
+            try:
+                tx.enter_context(conn.raw.transaction())
+                conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (QUEUE_LOCK,))
+                return conn, tx
+            except psycopg.Error as exc:
+                with contextlib.suppress(Exception):
+                    tx.close()  # roll back what began (on a dead connection this fails too)
+                if attempt == 2 or not _dropped(conn.raw, exc):
+                    raise _failure(self.describe(), exc) from None
+            conn.replace()
+        raise AssertionError("unreachable")
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         return self.conn.execute(sql, params).fetchall()

@@ -177,6 +177,52 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
         postgres=None,  # in PostgreSQL's first migration
     ),
+    Migration(
+        # `mixllm serve`'s API keys (`state.keys`): only each key's sha256 is stored, never the key.
+        # A name is unique among the keys not revoked, so a revoked name can be given to a new key.
+        # `api_key_usage` counts each key's requests per minute (unix time // 60) across replicas.
+        "API keys, their spend and their requests per minute",
+        sqlite="""
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            prefix TEXT NOT NULL,
+            key_sha256 TEXT NOT NULL UNIQUE,
+            created_s REAL NOT NULL,
+            rpm INTEGER,
+            max_usd REAL,
+            spent_usd REAL NOT NULL DEFAULT 0,
+            revoked_s REAL
+        );
+        CREATE UNIQUE INDEX api_keys_active_name ON api_keys(name) WHERE revoked_s IS NULL;
+        CREATE TABLE api_key_usage (
+            key_id TEXT NOT NULL REFERENCES api_keys(id),
+            minute INTEGER NOT NULL,
+            requests INTEGER NOT NULL,
+            PRIMARY KEY (key_id, minute)
+        );
+        """,
+        postgres="""
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            prefix TEXT NOT NULL,
+            key_sha256 TEXT NOT NULL UNIQUE,
+            created_s DOUBLE PRECISION NOT NULL,
+            rpm INTEGER,
+            max_usd DOUBLE PRECISION,
+            spent_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+            revoked_s DOUBLE PRECISION
+        );
+        CREATE UNIQUE INDEX api_keys_active_name ON api_keys(name) WHERE revoked_s IS NULL;
+        CREATE TABLE api_key_usage (
+            key_id TEXT NOT NULL REFERENCES api_keys(id),
+            minute BIGINT NOT NULL,
+            requests BIGINT NOT NULL,
+            PRIMARY KEY (key_id, minute)
+        );
+        """,
+    ),
 )
 
 #: Tables only PostgreSQL has: its version bookkeeping, and the online snapshot replicas share

@@ -12,9 +12,17 @@ them. A crash between steps leaves at worst an unreferenced file or a manifest e
 the catalogue does not name, both ignored by routing and overwritten by the next add.
 
 Heads are always written to files no manifest entry names (the usual `heads/<llm>.<kind>...`
-names when free, else the same with a timestamp), so the manifest in place never points at a file
-being rewritten: `fit-llm` on a warm LLM writes its new heads beside the old ones, archives the old
-ones under `<home>/archive/`, switches the manifest, and only then deletes them.
+names when free, else `heads/<llm>.<time>.<kind>...`; `<llm>` is `artifacts.llm_file_stem`, which
+no other id shares, nor is any other's `<llm>.<time>`), so the manifest in place never points at a
+file being rewritten: `fit-llm` on a warm LLM writes its new heads beside the old ones, archives
+the old ones under `<home>/archive/`, switches the manifest, and only then deletes them.
+
+An interrupted `remove-llm` is finished by running it again: the LLM is then gone from the
+catalogue but still in the manifest (a crash before the manifest was written; the rest is done,
+reusing the archive the first run made), or gone from both with its files still there (a crash
+before they were deleted; they are deleted once the archive the manifest's history names holds
+them). Scratch folders and temp files that a killed command left are swept by the next write in
+their folder (`files.sweep_leftovers`).
 
 A "cold" LLM (added without data) has no heads. Until feedback trains it, the router estimates
 its quality optimistically as the best pool LLM's mean training quality and its response length
@@ -45,9 +53,9 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -57,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..artifacts import llm_file_stem, write_llm_heads
+from ..artifacts import STAMP_FORMAT, llm_file_stem, write_llm_heads
 from ..catalogue import (
     LLM,
     Catalogue,
@@ -70,8 +78,17 @@ from ..catalogue import (
     without_llm,
 )
 from ..core.heads import MIN_OUTCOMES
-from ..errors import CatalogueError, DataError, UsageError
-from ..files import atomic_write_bytes, dump_json, publish_dir, sha256_file, staging_dir
+from ..errors import CatalogueError, DataError, MixLLMError, UsageError
+from ..files import (
+    atomic_write_bytes,
+    dump_json,
+    publish_dir,
+    recover_published,
+    sha256_file,
+    staging_dir,
+    sweep_leftovers,
+    temp_dir,
+)
 from ..manifest import MANIFEST, ColdEntry, FileEntry, LLMHeadsEntry, Manifest
 from ..paths import catalogue_path, home_artifacts_dir, home_dir, shipped_artifacts_dir
 from ..training_rows import TrainingRows, save_training_rows
@@ -216,8 +233,8 @@ def _place_heads(set_dir: Path, manifest: Manifest, llm_id: str, trained: _Train
     `manifest` refers to; returns the entry that lists them (the manifest is not written)."""
     fitted = trained.fitted
     heads_dir = set_dir / "heads"
-    heads_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".fit-", dir=heads_dir))
+    sweep_leftovers(heads_dir, unowned=(".fit-",))  # scratch of killed add-llm / fit-llm runs
+    scratch = temp_dir(heads_dir, ".fit.")
     try:
         entry = write_llm_heads(scratch, llm_id, fitted.heads, mean_quality=fitted.mean_quality,
                                 mean_length=fitted.mean_length, n_rows=fitted.n_rows)
@@ -226,9 +243,10 @@ def _place_heads(set_dir: Path, manifest: Manifest, llm_id: str, trained: _Train
         entry = replace(entry, rows=FileEntry.of(scratch, rel))
         taken = _referenced(manifest)
         defaults = [e.file for e in entry.files]
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = datetime.now(timezone.utc).strftime(STAMP_FORMAT)
         stem = llm_file_stem(llm_id)
-        # One suffix for all four files, so a head and its A⁻¹ keep names that belong together.
+        # One time for all four files, so a head and its A⁻¹ keep names that belong together.
+        # No stem is another's `<stem>.<time>` (llm_file_stem), so this is no other LLM's usual name.
         names = (defaults if not (set(defaults) & taken)
                  else [f.replace(f"heads/{stem}.", f"heads/{stem}.{stamp}.", 1) for f in defaults])
         for src, dst in zip(defaults, names, strict=True):
@@ -336,10 +354,17 @@ def _fit_heads(llm: LLM, data: Path, home: Path | str | None, progress: Progress
 
 
 def remove_llm(llm_id: str, *, home: Path | str | None = None) -> dict[str, Any]:
-    """Remove `llm_id` from the user's pool; its heads move to `<home>/archive/`."""
+    """Remove `llm_id` from the user's pool; its heads move to `<home>/archive/`.
+
+    Run again after a crash cut it short, it finishes the job (see the module docstring); the
+    report then says `"finished": true`."""
     started = time.perf_counter()
     catalogue = load_pool_catalogue(home)
-    entry_llm = catalogue.get(llm_id)
+    if llm_id not in catalogue:
+        report = _finish_removal(llm_id, home)
+        if report is not None:
+            return {**report, "seconds_total": round(time.perf_counter() - started, 3)}
+    entry_llm = catalogue.get(llm_id)  # an unknown one raises, naming the known ones
     smaller = without_llm(catalogue, llm_id)
     set_dir = ensure_home_set(home)
     manifest = Manifest.read(set_dir)
@@ -347,15 +372,75 @@ def remove_llm(llm_id: str, *, home: Path | str | None = None) -> dict[str, Any]
     cold = manifest.cold.get(llm_id)
 
     files = heads.files if heads else []
-    archive = _archive(home, llm_id, set_dir, files, {"catalogue": entry_llm.written(),
-                                                       "heads": heads.to_json() if heads else None,
-                                                       "cold": cold.to_json() if cold else None})
+    account = {"llm": llm_id, "catalogue": entry_llm.written(), "heads": heads.to_json() if heads else None,
+               "cold": cold.to_json() if cold else None}
+    archive = _archived(home, llm_id, set_dir, manifest, account) or _archive(home, llm_id, set_dir, files, account)
 
     save_catalogue(smaller, user_catalogue_path(home))  # from here on, routing never picks it
     smaller_manifest = manifest.without(llm_id).with_history("remove-llm", llm_id, archive=str(archive))
     _write_manifest(set_dir, smaller_manifest)
     _delete_unreferenced(set_dir, smaller_manifest, files)
     return {"llm": llm_id, "archive": str(archive), "seconds_total": round(time.perf_counter() - started, 3)}
+
+
+def _finish_removal(llm_id: str, home: Path | str | None) -> dict[str, Any] | None:
+    """Finish a `remove_llm` of an LLM the catalogue no longer names; None when there is nothing
+    of it left to remove (then it is simply unknown)."""
+    set_dir = home_artifacts_dir(home)
+    recover_published(set_dir)
+    if not (set_dir / MANIFEST).is_file():
+        return None
+    manifest = Manifest.read(set_dir)
+    heads, cold = manifest.heads.get(llm_id), manifest.cold.get(llm_id)
+    if heads is not None or cold is not None:
+        # Cut after the catalogue was written: write the manifest, delete the files.
+        files = heads.files if heads else []
+        account = {"llm": llm_id, "catalogue": None, "heads": heads.to_json() if heads else None,
+                   "cold": cold.to_json() if cold else None}
+        archive = _archived(home, llm_id, set_dir, manifest, account) or _archive(home, llm_id, set_dir, files, account)
+        smaller = manifest.without(llm_id).with_history("remove-llm", llm_id, archive=str(archive))
+        _write_manifest(set_dir, smaller)
+        _delete_unreferenced(set_dir, smaller, files)
+        return {"llm": llm_id, "archive": str(archive), "finished": True}
+    # Cut after the manifest was written: delete the files its archive holds copies of.
+    last = next((h for h in reversed(manifest.history) if h.get("op") == "remove-llm" and h.get("llm") == llm_id),
+                None)
+    if last is None or not isinstance(last.get("archive"), str):
+        return None
+    archive = Path(last["archive"])
+    try:
+        account = json.loads((archive / "entry.json").read_bytes())
+        files = LLMHeadsEntry.from_json(account["heads"], "entry.json: heads").files if account.get("heads") else []
+    except (OSError, ValueError, KeyError, TypeError, MixLLMError):
+        return None
+    keep = _referenced(manifest)
+    left = [f for f in files if f.file not in keep and (set_dir / f.file).is_file()
+            and (archive / Path(f.file).name).is_file() and sha256_file(set_dir / f.file) == f.sha256]
+    if not left:
+        return None
+    for f in left:
+        (set_dir / f.file).unlink(missing_ok=True)
+    return {"llm": llm_id, "archive": str(archive), "finished": True}
+
+
+def _archived(home: Path | str | None, llm_id: str, set_dir: Path, manifest: Manifest,
+              account: dict[str, Any]) -> Path | None:
+    """The archive an earlier, interrupted `remove_llm` made of these very files, if any (one that
+    the manifest's history names belongs to a removal that finished)."""
+    folder = home_dir(home) / "archive"
+    done = {h.get("archive") for h in manifest.history if h.get("op") == "remove-llm"}
+    for candidate in sorted(folder.glob(f"{llm_file_stem(llm_id)}-*"), reverse=True):
+        if str(candidate) in done:
+            continue
+        try:
+            entry = json.loads((candidate / "entry.json").read_bytes())
+        except (OSError, ValueError):
+            continue
+        if (isinstance(entry, dict) and entry.get("llm") == llm_id and entry.get("removed_from") == str(set_dir)
+                and entry.get("heads") == account["heads"] and entry.get("cold") == account["cold"]
+                and "replaced_by" not in entry):
+            return candidate
+    return None
 
 
 def list_llms(home: Path | str | None = None, catalogue_file: Path | str | None = None,
