@@ -151,6 +151,38 @@ def test_core_uses_only_numpy_and_the_encoder_runtimes() -> None:
     assert not wrong, "core must stay numpy-only and import nothing of ours but errors:\n" + "\n".join(wrong)
 
 
+# The Python API (`import mixllm`): a client on top, like `cli` and `serve`. It re-exports names
+# of `mixllm_cli` (its code is `mixllm_cli.api`); nothing of `mixllm_cli` imports it.
+CLIENT = PKG.parent / "mixllm"
+
+
+def _client_imports(path: Path) -> set[str]:
+    """What a file of the client package imports of `mixllm_cli`, including the module names it
+    imports lazily by string (`importlib.import_module("mixllm_cli.errors")`)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            found.add(node.module or "")
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.add(node.value)
+    return {n.removeprefix("mixllm_cli").lstrip(".") for n in found if n == "mixllm_cli" or n.startswith("mixllm_cli.")}
+
+
+def test_the_python_api_package_sits_on_top() -> None:
+    wrong = [f"mixllm_cli.{module_name(p)} imports the client package mixllm"
+             for p in sorted(PKG.rglob("*.py")) if "mixllm" in imports_of(p)[1]]
+    api = layer_of("api")
+    for p in sorted(CLIENT.rglob("*.py")):
+        for d in sorted(_client_imports(p)):
+            if d and (layer_of(d) > api or d.split(".")[0] == "serve"):
+                wrong.append(f"{p.relative_to(CLIENT.parent)} imports mixllm_cli.{d} (layer {layer_of(d)}): "
+                             "the Python API stands beside cli and serve, not on them")
+    assert CLIENT.is_dir()
+    assert not wrong, "\n".join(wrong)
+
+
 def _fake_package(tmp_path: Path, files: dict[str, str]) -> Path:
     pkg = tmp_path / "mixllm_cli"
     for rel, text in {"__init__.py": "", "core/__init__.py": "", "routing/__init__.py": "", **files}.items():
