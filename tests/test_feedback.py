@@ -97,13 +97,20 @@ def test_same_feedback_twice_counts_once(trained_home, cli):
 
 @pytest.mark.parametrize("args, message", [
     (["--quality", "1.5"], "Error: feedback: quality: must be in [0, 1] (got 1.5)"),
-    (["--quality", "0.5", "--good"], "Error: feedback: give either quality (refined) or good (binary), not both"),
     (["--response-tokens", "-3"], "Error: feedback: response_tokens: must be >= 0 (got -3)"),
 ])
 def test_bad_feedback_writes_nothing(trained_home, cli, args, message):
     (d,) = route_ids(cli, CODE[0])
     code, out, err = cli("feedback", d["decision_id"], *args)
     assert (code, out) == (1, "") and err.strip() == message
+    assert stats(cli)["feedback"] == 0
+
+
+def test_refined_and_binary_together_is_a_usage_error(trained_home, cli):
+    (d,) = route_ids(cli, CODE[0])
+    code, out, err = cli("feedback", d["decision_id"], "--quality", "0.5", "--good")
+    assert (code, out) == (2, "")
+    assert err.strip() == "Error: --quality and --good: refined (--quality) or binary (--good / --bad) feedback, not both"
     assert stats(cli)["feedback"] == 0
 
 

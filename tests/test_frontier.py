@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from mixllm_cli.errors import DataError
-from mixllm_cli.evaluation.frontier import aiq, cost_to_reach, curve, lambda_grid, nondecreasing_hull, quality_at_cost
+from mixllm_cli.evaluation.frontier import (
+    aiq,
+    cost_to_reach,
+    curve,
+    lambda_grid,
+    nondecreasing_hull,
+    quality_at_cost,
+    refine_lambdas,
+)
 
 
 def test_lambda_grid_is_log_spaced_and_inclusive():
@@ -92,3 +100,60 @@ def test_empty_or_malformed_input_is_an_error(bad):
         nondecreasing_hull(bad)
     with pytest.raises(DataError):
         aiq(bad)
+
+
+def test_a_single_point_has_an_aiq_only_when_it_lies_inside_the_range():
+    # One LLM at cost c0 < 1 with quality q: q on [c0, 1], nothing below c0.
+    cheap = curve("always cheap", [(0.25, 0.8)])
+    assert cheap.in_range and cheap.aiq == pytest.approx(0.8 * 0.75)
+    assert cheap.to_dict()["aiq"] == pytest.approx(0.6)
+    # The reference itself (cost share 1) and a dearer LLM reach no part of [0, 1]: no AIQ, not 0.
+    for pts in ([(1.0, 1.0)], [(1.7, 0.9)]):
+        cv = curve("always dear", pts)
+        assert not cv.in_range and cv.to_dict()["aiq"] is None
+    # A wider range brings them in.
+    assert curve("always dear", [(1.0, 1.0)], cost_range=(0.0, 2.0)).to_dict()["aiq"] == pytest.approx(0.5)
+
+
+def step(threshold: float, calls: list[float]):
+    """A router whose cost jumps from 0.1 to 0.9 (quality 0.6 to 0.95) at λ = threshold, linear in
+    log λ over a decade around it."""
+    def point(lam: float) -> tuple[float, float]:
+        calls.append(lam)
+        t = float(np.clip((np.log10(lam) - np.log10(threshold)) + 0.5, 0.0, 1.0))
+        return 0.1 + 0.8 * t, 0.6 + 0.35 * t
+    return point
+
+
+def test_refine_fills_the_jump_a_coarse_grid_steps_over():
+    calls: list[float] = []
+    coarse = lambda_grid(7, 1e-3, 1e3)  # one λ per decade: the jump's decade holds one grid point at most
+    lams, pts = refine_lambdas(coarse, step(3.0, calls), max_gap=0.05, max_new=60)
+    assert list(lams) == sorted(lams) and len(lams) == len(pts) == len(calls)
+    assert set(coarse) <= set(lams) and len(lams) > len(coarse)
+    gaps = np.abs(np.diff(pts, axis=0)).max(axis=1)
+    assert gaps.max() <= 0.05  # every neighbouring pair now within the gap
+    # the added λ sit in the decade of the jump, none where the curve is flat
+    added = sorted(set(lams) - set(coarse))
+    assert all(3.0 / 10 ** 0.6 <= v <= 3.0 * 10 ** 0.6 for v in added)
+
+
+def test_refine_respects_its_budget_and_true_jumps():
+    calls: list[float] = []
+
+    def cliff(lam: float) -> tuple[float, float]:  # a true discontinuity: no λ shows a point between
+        calls.append(lam)
+        return (0.1, 0.6) if lam < 2.0 else (0.9, 0.95)
+
+    lams, _ = refine_lambdas([1e-2, 1e2], cliff, max_new=1000)
+    assert len(lams) < 40  # bisection stops at λ ratios of 10**0.001, far before the budget
+    assert min(v for v in lams if v >= 2.0) / max(v for v in lams if v < 2.0) < 10 ** 0.002
+    lams, _ = refine_lambdas([1e-2, 1e2], cliff, max_new=3)
+    assert len(lams) == 5
+    assert refine_lambdas([1e-2, 1e2], cliff, max_new=0)[0].tolist() == [1e-2, 1e2]
+    # presets join the grid: duplicates merge, λ = 0 is allowed
+    lams, pts = refine_lambdas([0.0, 1.0, 1.0, 5.0], cliff, max_new=0)
+    assert lams.tolist() == [0.0, 1.0, 5.0] and pts.tolist() == [[0.1, 0.6], [0.1, 0.6], [0.9, 0.95]]
+    for bad in ([], [-1.0, 2.0], [np.inf]):
+        with pytest.raises(DataError):
+            refine_lambdas(bad, cliff)

@@ -163,8 +163,7 @@ def _duration(seconds: float) -> str:
 
 def _summary(report: CollectReport) -> None:
     """The end-of-run summary for people, on stderr."""
-    from rich.console import Console
-    from rich.table import Table
+    from ..output import Column, console_on, print_table
 
     err = sys.stderr.write
     for w in report.warnings:
@@ -174,14 +173,13 @@ def _summary(report: CollectReport) -> None:
         err(f"dry run: {report.planned_calls} calls to make ({per}), worst case ${report.worst_case_usd:.4f} at "
             f"--max-tokens; {report.resumed_answers} answers already in {report.journal}\n")
         return
-    table = Table(show_edge=False, header_style="bold", title=None)
-    for col in ("LLM", "outcomes", "errors", "mean quality", "$ spent", "p50 latency ms", "p50 TTFT ms", "tok/s"):
-        table.add_column(col, justify="left" if col == "LLM" else "right", no_wrap=col == "LLM")
-    for s in report.per_llm:
-        table.add_row(s.llm, f"{s.outcomes}/{report.prompts}" if s.llm in report.llms else str(s.outcomes),
-                      str(s.failed_run), "-" if s.mean_quality is None else f"{s.mean_quality:.3f}",
-                      f"{s.spent_usd:.4f}", _num(s.latency_ms_p50), _num(s.ttft_ms_p50), _num(s.output_tokens_per_s))
-    Console(file=sys.stderr, highlight=False, soft_wrap=False, width=None if sys.stderr.isatty() else 160).print(table)
+    columns = [Column("LLM", "left", key=True), Column("outcomes"), Column("errors", drop=1),
+               Column("mean quality"), Column("$ spent"), Column("p50 latency ms", drop=3),
+               Column("p50 TTFT ms", drop=4), Column("tok/s", drop=2)]
+    rows = [[s.llm, f"{s.outcomes}/{report.prompts}" if s.llm in report.llms else str(s.outcomes), str(s.failed_run),
+             "-" if s.mean_quality is None else f"{s.mean_quality:.3f}", f"{s.spent_usd:.4f}", _num(s.latency_ms_p50),
+             _num(s.ttft_ms_p50), _num(s.output_tokens_per_s)] for s in report.per_llm]
+    print_table(console_on(sys.stderr), columns, rows)
     for s in report.per_llm:
         if s.given_up:
             err(f"{s.llm}: given up: {s.given_up}\n")

@@ -39,7 +39,12 @@ def evaluate_cmd(
     no_penalty: Annotated[bool, typer.Option("--no-penalty", help="Stream: drop the waiting-time penalty.")] = False,
     strict_wait: Annotated[bool, typer.Option("--strict-wait", help="Stream: apply the hard waiting rule.")] = False,
     sweep: Annotated[bool, typer.Option("--sweep", help="Sweep λ and report the quality–cost frontier and AIQ.")] = False,
-    lambdas: Annotated[int, typer.Option("--lambdas", help="Sweep: how many λ, log-spaced in [1e-6, 1e6].")] = 50,
+    lambdas: Annotated[
+        int,
+        typer.Option("--lambdas", max=10_000,
+                     help="Sweep: λ to start from, log-spaced in [1e-6, 1e6]; up to 4x as many more are added "
+                          "where the curve jumps (1x with --rate)."),
+    ] = 50,
     baselines_from: Annotated[
         Path | None,
         typer.Option("--baselines-from", help="Sweep: fit the learned baselines on this training split (JSONL)."),
@@ -55,10 +60,11 @@ def evaluate_cmd(
     serves `slots` calls at once, service times come from the recorded response tokens, and an
     answer that waited longer than --max-wait-s scores 0.
 
-    With --sweep: the router's curve over --lambdas values of λ, the single LLMs, their hull and the
-    oracle (and, with --baselines-from TRAIN.jsonl, the learned baselines fitted on TRAIN): AIQ over
-    cost shares [0, 1], % of the best LLM's quality at 10/15/20/25/50% of its cost, and the cost
-    share needed for 90/95/100% of its quality. Embeddings are cached by content hash.
+    With --sweep: the router's curve over --lambdas values of λ (refined where the curve jumps, and
+    through each preset), the single LLMs, their hull and the oracle (and, with --baselines-from
+    TRAIN.jsonl, the learned baselines fitted on TRAIN): AIQ over cost shares [0, 1], % of the best
+    LLM's quality at 10/15/20/25/50% of its cost, and the cost share needed for 90/95/100% of its
+    quality ("—" where a policy has no point in range). Embeddings are cached by content hash.
 
     Example: mixllm evaluate data/routerbench/test.jsonl --rate 10/s --max-wait-s 30
     """
@@ -73,9 +79,9 @@ def evaluate_cmd(
     router = Router.load(home, catalogue)
     records = read_dataset(data, warn=_warn)
     if sweep:
-        _sweep(router, records, lambdas=lambdas, baselines_from=baselines_from, plot=plot, as_json=as_json,
-               cache=_cache(home, no_cache), rate_per_s=rate_per_s, tolerance_s=_tolerance(max_wait_s),
-               penalty=not no_penalty)
+        _sweep(router, records, str(data), lambdas=lambdas, baselines_from=baselines_from, plot=plot,
+               as_json=as_json, cache=_cache(home, no_cache), rate_per_s=rate_per_s,
+               tolerance_s=_tolerance(max_wait_s), penalty=not no_penalty)
         return
     stream = rate is not None or (records and all(r.arrival_s is not None for r in records))
     if stream:
@@ -103,8 +109,9 @@ def _warn(message: str) -> None:
     output.note(f"Warning: {message}")
 
 
-def _sweep(router: Router, records: list[Record], *, lambdas: int, baselines_from: Path | None, plot: Path | None,
-           as_json: bool, cache: Path | None, rate_per_s: float | None, tolerance_s: float, penalty: bool) -> None:
+def _sweep(router: Router, records: list[Record], dataset: str, *, lambdas: int, baselines_from: Path | None,
+           plot: Path | None, as_json: bool, cache: Path | None, rate_per_s: float | None, tolerance_s: float,
+           penalty: bool) -> None:
     """`evaluate --sweep`: the λ frontier beside the baselines, as a table or JSON (and a plot)."""
     from .. import output
     from ..dataset import read_dataset
@@ -113,7 +120,7 @@ def _sweep(router: Router, records: list[Record], *, lambdas: int, baselines_fro
     train = read_dataset(baselines_from, warn=_warn) if baselines_from is not None else None
     with _progress() as progress:
         report = run_sweep(router, records, n_lambdas=lambdas, train_records=train, cache=cache,
-                           rate_per_s=rate_per_s, tolerance_s=tolerance_s, penalty=penalty,
+                           rate_per_s=rate_per_s, tolerance_s=tolerance_s, penalty=penalty, dataset=dataset,
                            progress=lambda name: progress(f"fitting {name}", 0, 1))
     if plot is not None:
         from ..evaluation.plot import sweep_plot

@@ -47,8 +47,9 @@ def route_cmd(
 ) -> None:
     """Pick the LLM for a query (or for every line of a JSONL file).
 
-    Prints a table of every candidate (predicted quality, cost, wait, score) and the choice;
-    --json prints exactly one JSON object; --jsonl prints one JSON line per input line, in order.
+    Prints a table of every candidate (predicted quality, cost, wait, score), the choice and the
+    decision id, and on stderr the `mixllm feedback` command to paste once you know how the answer
+    went; --json prints exactly one JSON object; --jsonl prints one JSON line per input line, in order.
 
     Example: mixllm route "Write a haiku about rain" --budget low
     """
@@ -77,7 +78,10 @@ def route_cmd(
         output.note(router.preset(decision.budget).describe(router.artifacts.reference_llm))
     if router.unrouted:
         output.note(f"not routed (no heads): {', '.join(router.unrouted)}")
-    output.route_table(decision)
+    # The feedback command repeats where this decision lives and which catalogue it was made with.
+    options = [*(["--home", str(home)] if home is not None else []),
+               *(["--catalogue", str(catalogue)] if catalogue is not None else [])]
+    output.route_table(decision, options)
 
 
 @app.command("tags")

@@ -28,11 +28,22 @@ so AIQ is the average quality share over the range and a policy that cannot be r
 as c_min pays for the part it cannot reach. RouterBench normalises by each comparison's largest
 cost; a fixed range (default [0, 1], up to the best LLM's cost) makes numbers comparable across
 runs.
+
+For one point (a single LLM at cost share c₀ and quality share q) this is q·(c_max − c₀)/(c_max − c_min):
+defined while c₀ < c_max. A policy whose cheapest point costs c_max or more (the reference LLM
+itself, any dearer LLM) reaches no part of the range: `aiq` returns 0 by the formula, and a
+`Curve` says `in_range` False, which its JSON writes as `"aiq": null` and tables as "—".
+
+Sampling λ (`refine_lambdas`): a log-spaced grid of λ can step over the λ where many queries change
+LLM, leaving a long hull segment under points a router actually reaches (its presets). The grid is
+refined by bisecting, in log λ, each pair of neighbours whose points lie far apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +59,12 @@ DEFAULT_TARGETS = (0.90, 0.95, 1.00)
 DEFAULT_COST_RANGE = (0.0, 1.0)
 # Quality shares this close to a target count as reaching it (sums of 0/1 outcomes divided by a total).
 REACH_TOLERANCE = 1e-9
+# refine_lambdas: neighbouring points farther apart than this (in cost or quality share) are bisected,
+# at most REFINE_MAX_NEW extra λ per sweep, never closer than REFINE_MIN_LOG_STEP in log10 λ (closer
+# than that a jump is a tie of many queries, which no λ in between would split).
+REFINE_MAX_GAP = 0.01
+REFINE_MAX_NEW = 100
+REFINE_MIN_LOG_STEP = 1e-3
 
 
 def lambda_grid(n: int = 50, lo: float = 1e-6, hi: float = 1e6) -> np.ndarray:
@@ -55,6 +72,51 @@ def lambda_grid(n: int = 50, lo: float = 1e-6, hi: float = 1e6) -> np.ndarray:
     if n < 1 or not (0 < lo <= hi) or not np.isfinite(hi):
         raise DataError(f"lambda grid: need n >= 1 and 0 < lo <= hi < inf (got n={n}, lo={lo}, hi={hi})")
     return np.logspace(np.log10(lo), np.log10(hi), n)
+
+
+def _between(lo: float, hi: float) -> float:
+    """The λ halfway between two in log space (arithmetic from 0)."""
+    return float(np.sqrt(lo * hi)) if lo > 0 else hi / 2.0
+
+
+def refine_lambdas(lams: Sequence[float], point: Callable[[float], tuple[float, float]], *,
+                   max_gap: float = REFINE_MAX_GAP, max_new: int = REFINE_MAX_NEW,
+                   min_log_step: float = REFINE_MIN_LOG_STEP) -> tuple[np.ndarray, np.ndarray]:
+    """λ values, sorted, and their (cost_share, quality_share) points, refined where the curve needs it.
+
+    `point(λ)` evaluates one λ. Starting from `lams` (finite, >= 0; duplicates merged), the widest
+    gap between neighbouring points (the larger of their cost-share and quality-share differences)
+    is split at the λ halfway between in log space, until no gap exceeds `max_gap`, `max_new` λ were
+    added, or the only wide gaps lie between λ closer than `min_log_step` (log10).
+    """
+    grid = sorted({float(v) for v in lams})
+    if not grid or not all(np.isfinite(v) and v >= 0 for v in grid):
+        raise DataError(f"refine_lambdas: need finite λ >= 0 (got {list(lams)[:5]}...)")
+    if max_gap <= 0 or max_new < 0:
+        raise DataError(f"refine_lambdas: need max_gap > 0 and max_new >= 0 (got {max_gap}, {max_new})")
+    pts = {v: tuple(float(x) for x in point(v)) for v in grid}
+
+    def push(heap: list[tuple[float, float, float]], lo: float, hi: float) -> None:
+        gap = max(abs(pts[hi][0] - pts[lo][0]), abs(pts[hi][1] - pts[lo][1]))
+        narrow = lo > 0 and np.log10(hi / lo) < min_log_step
+        if gap > max_gap and not narrow:
+            heapq.heappush(heap, (-gap, lo, hi))
+
+    heap: list[tuple[float, float, float]] = []
+    for lo, hi in itertools.pairwise(grid):
+        push(heap, lo, hi)
+    added = 0
+    while heap and added < max_new:
+        _, lo, hi = heapq.heappop(heap)
+        mid = _between(lo, hi)
+        if not lo < mid < hi:
+            continue
+        pts[mid] = tuple(float(x) for x in point(mid))
+        added += 1
+        push(heap, lo, mid)
+        push(heap, mid, hi)
+    order = sorted(pts)
+    return np.array(order, dtype=np.float64), np.array([pts[v] for v in order], dtype=np.float64).reshape(-1, 2)
 
 
 def _as_points(points: ArrayLike) -> np.ndarray:
@@ -157,10 +219,15 @@ class Curve:
     name: str
     points: np.ndarray  # (k, 2) cost share, quality share as swept
     hull: np.ndarray  # (h, 2) vertices of the non-decreasing convex hull
-    aiq: float
+    aiq: float  # 0 when not in_range (module docstring)
     cost_range: tuple[float, float]
     quality_at: dict[float, float | None]
     cost_to: dict[float, float | None]
+
+    @property
+    def in_range(self) -> bool:
+        """Whether the policy reaches part of the AIQ range: its cheapest point costs less than its top."""
+        return bool(self.hull[0, 0] < self.cost_range[1])
 
     def to_dict(self) -> dict[str, Any]:
         def r(v: float | None) -> float | None:
@@ -168,7 +235,7 @@ class Curve:
 
         return {
             "name": self.name,
-            "aiq": round(self.aiq, 6),
+            "aiq": round(self.aiq, 6) if self.in_range else None,
             "aiq_cost_range": list(self.cost_range),
             "quality_share_at_cost_share": {f"{k:g}": r(v) for k, v in self.quality_at.items()},
             "cost_share_to_reach_quality_share": {f"{k:g}": r(v) for k, v in self.cost_to.items()},

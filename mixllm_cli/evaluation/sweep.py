@@ -20,7 +20,7 @@ from ..errors import DataError, UsageError
 from ..routing.request import WaitPolicy
 from ..training.pipeline import outcome_table
 from . import baselines as bl
-from .frontier import Curve, curve, lambda_grid
+from .frontier import Curve, curve, lambda_grid, refine_lambdas
 from .replay import Choose, arrival_times, simulate
 
 if TYPE_CHECKING:
@@ -67,9 +67,16 @@ class StreamReplay:
 def sweep(router: Router, records: Sequence[Record], *, n_lambdas: int = 50,
           train_records: Sequence[Record] | None = None, cache: Path | None = None,
           rate_per_s: float | None = None, tolerance_s: float = 30.0, penalty: bool = True,
-          progress: Callable[[str], object] | None = None) -> dict[str, Any]:
-    """The router's quality–cost curve over `n_lambdas` log-spaced λ in [1e-6, 1e6], its presets as
-    points, and the baselines' curves on the same split and the same features (module docstring)."""
+          progress: Callable[[str], object] | None = None, refine: bool = True,
+          dataset: str | None = None) -> dict[str, Any]:
+    """The router's quality–cost curve, its presets as points, and the baselines' curves on the same
+    split and the same features (module docstring).
+
+    The curve starts from `n_lambdas` log-spaced λ in [1e-6, 1e6] and the presets' λ; with `refine`
+    up to 4 × `n_lambdas` more (1 × in a stream replay, where each λ is a simulation) are added
+    where neighbouring points lie far apart (`frontier.refine_lambdas`), so the curve passes
+    through the points the presets reach. `dataset` names the split in the report.
+    """
     if n_lambdas < 2:
         raise UsageError(f"need at least 2 values (got {n_lambdas})", param="lambdas")
     llm_ids = list(router.llm_ids)
@@ -79,20 +86,27 @@ def sweep(router: Router, records: Sequence[Record], *, n_lambdas: int = 50,
     quality, cost = table.quality, table.cost_usd
     preds = router.predict(table.queries, cache)
     ref = bl.reference_llm(quality)
-    lams = lambda_grid(n_lambdas)
     stream = None
     if rate_per_s is not None:
         stream = StreamReplay(router, records, table, preds, rate_per_s, tolerance_s, penalty)
+    ref_q, ref_c = float(np.nan_to_num(quality[:, ref]).sum()), float(cost[:, ref].sum())
+    if ref_q <= 0 or ref_c <= 0:
+        raise DataError("the reference LLM needs a positive total quality and cost to express shares")
+    outcomes: dict[float, bl.Outcome] = {}
 
-    def outcome(lam: float) -> bl.Outcome:
-        if stream is not None:
-            return stream.router_outcome(lam)
-        return bl.picks_outcome(lam, router.decide(preds, lam)[0], quality, cost)
+    def point(lam: float) -> tuple[float, float]:
+        if lam not in outcomes:
+            outcomes[lam] = (stream.router_outcome(lam) if stream is not None
+                             else bl.picks_outcome(lam, router.decide(preds, lam)[0], quality, cost))
+        return outcomes[lam].point(ref_q, ref_c)
 
-    mixllm = [outcome(lam) for lam in lams]
-    presets = {name: outcome(p.lam) for name, p in router.artifacts.presets.items()}
+    preset_lams = {name: float(p.lam) for name, p in router.artifacts.presets.items()}
+    start = [*lambda_grid(n_lambdas), *preset_lams.values()]
+    extra = 0 if not refine else (1 if stream is not None else 4) * n_lambdas  # a stream λ is a simulation
+    lams, points = refine_lambdas(start, point, max_new=extra)
+    presets = {name: outcomes[lam] for name, lam in preset_lams.items()}
     label = "mixllm" if rate_per_s is None else f"mixllm (stream {rate_per_s:g}/s, τ {tolerance_s:g} s)"
-    curves = [curve(label, bl.outcome_points(mixllm, quality, cost, ref))]
+    curves = [curve(label, points)]
     notes: dict[str, str] = {}
     if train_records is not None:
         fitted, notes = learned_baselines(router, preds, train_records, quality, cost, cache=cache,
@@ -101,10 +115,12 @@ def sweep(router: Router, records: Sequence[Record], *, n_lambdas: int = 50,
     else:
         curves += fixed_baselines(table, ref, stream)
     return {
+        "dataset": dataset,
         "rows": len(records),
         "best_llm": llm_ids[ref],
         "baselines": notes,
         "lambdas": [float(v) for v in lams],
+        "lambdas_start": n_lambdas,
         "stream": None if rate_per_s is None else {"rate_per_s": rate_per_s, "tolerance_s": tolerance_s,
                                                    "penalty": penalty},
         "presets": preset_points(router, presets, quality, cost, ref),
