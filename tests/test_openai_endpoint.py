@@ -256,3 +256,24 @@ def test_a_failed_llm_cools_down_then_is_tried_again(trained_home, upstream):
                 c.chat.completions.create(**ask)
             assert info.value.status_code == 502
     assert len(upstream[1]) == 6  # three attempts each time
+
+
+def test_models_lists_mixllm_and_one_name_per_budget(client, trained_home):
+    import json as _json
+
+    ids = [m.id for m in client.models.list()]
+    presets = _json.loads((trained_home / "artifacts" / "manifest.json").read_text())["presets"]
+    assert ids[0] == "mixllm" and sorted(ids[1:]) == sorted(f"mixllm:{b}" for b in presets)
+    assert ids[1:] == sorted(ids[1:], key=lambda m: presets[m.split(":")[1]]["lambda"])  # cheapest first
+
+
+def test_no_llm_with_an_endpoint_is_a_clear_error_the_client_does_not_retry(trained_home):
+    from serving import serving
+
+    from mixllm_cli.serve.app import Service, create_app
+
+    with serving(create_app(Service(trained_home))) as url:  # the tiny catalogue has no base_url
+        r = httpx.post(url + "/v1/chat/completions", timeout=30,
+                       json={"model": "mixllm", "messages": [{"role": "user", "content": CODE[0]}]})
+    assert r.status_code == 400  # never a 5xx: the openai clients retry those
+    assert "mixllm set-endpoint" in r.json()["error"]["message"]

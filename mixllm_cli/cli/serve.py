@@ -73,6 +73,7 @@ def serve_cmd(
     auth = None if no_auth else Auth(service.home, store)
     output.note(f"mixllm serving {len(service.router.llm_ids)} LLMs on http://{host}:{port} "
                 f"(store: {service.store_name}; OpenAPI at /docs)")
+    _endpoint_lines(service)
     if warning is not None:
         output.note(f"WARNING: {warning}")
     elif auth is not None:
@@ -83,3 +84,20 @@ def serve_cmd(
     serve(service, host, port, auth=auth, allow_public_without_auth=allow_public_without_auth,
           limit_concurrency=limit_concurrency, header_timeout_s=header_timeout_s)
 
+
+
+def _endpoint_lines(service: object) -> None:
+    """One stderr line per LLM with an endpoint, a warning for each key variable not set now."""
+    from .. import output
+    from ..training.pool import endpoint_warnings
+
+    llms = [service.router.catalogue.get(i) for i in service.router.llm_ids]  # type: ignore[attr-defined]
+    with_endpoint = [llm for llm in llms if llm.base_url is not None]
+    if not with_endpoint:
+        output.note("chat completions: no LLM has a base_url, so /v1/chat/completions answers 400 "
+                    "(set one with `mixllm set-endpoint ID --base-url URL`)")
+    for llm in with_endpoint:
+        key = f", key from ${llm.api_key_env}" if llm.api_key_env else ", no key"
+        output.note(f"endpoint {llm.id}: {llm.base_url} (model {llm.upstream_model or llm.id}{key})")
+        for warning in endpoint_warnings(llm):
+            output.note(f"WARNING: {warning}")

@@ -179,6 +179,13 @@ def _add_status(app: FastAPI, service: Service, anonymous_health: bool = False) 
                 "base_url": entry.base_url, "model": entry.upstream_model or entry.id}
         return JSONResponse(rows)
 
+    @app.get("/v1/models", summary="OpenAI-compatible: the models a chat completion may name")
+    async def models() -> JSONResponse:
+        presets = sorted(service.router.artifacts.presets.values(), key=lambda p: p.lam)  # cheapest first
+        names = ["mixllm", *(f"mixllm:{p.name}" for p in presets)]
+        return JSONResponse({"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "mixllm"} for name in names]})
+
     @app.get("/healthz", summary="Liveness: the store answers (no key needed; HEAD too)")
     async def healthz() -> JSONResponse:
         if anonymous_health:  # open to anyone with keys on: a cheap look at the store, and nothing about it

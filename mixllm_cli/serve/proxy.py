@@ -126,8 +126,9 @@ async def chat_completion(service: Service, body: ChatRequest, charge: Charge | 
     except MixLLMError as exc:
         raise ApiError(status_of(exc), str(exc), param=exc.param or "messages") from None
     if not service.forwards_chat:
-        raise ApiError(503, "no LLM of the catalogue has a base_url; add base_url (and api_key_env) to "
-                            "models.yaml to forward chat completions", "unavailable")
+        # 400, not 503: a configuration that no retry can fix (the openai clients retry every 5xx).
+        raise ApiError(400, "no LLM of the catalogue has a base_url, so this server cannot forward chat "
+                            "completions; set one with `mixllm set-endpoint ID --base-url URL`", param="model")
     request = service.check(RouteRequest(query=text, budget=budget, policy=WaitPolicy.default()))
     failed: list[dict[str, Any]] = []  # {"llm", "status"} of each attempt that failed, in order
     messages: list[str] = []  # what the caller is told of each
