@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal, overload
 
 from .errors import DataError, MixLLMError, where
 from .files import atomic_write_bytes
@@ -167,9 +167,15 @@ def parse_json_line(line: str | bytes, name: str, lineno: int) -> dict[str, Any]
     return obj
 
 
+@overload
+def iter_jsonl(stream: Iterable[str] | Iterable[bytes], name: str, *, blanks: Literal[False] = False
+               ) -> Iterator[tuple[int, dict[str, Any] | MixLLMError]]: ...
+@overload
+def iter_jsonl(stream: Iterable[str] | Iterable[bytes], name: str, *, blanks: Literal[True]
+               ) -> Iterator[tuple[int, dict[str, Any] | MixLLMError | None]]: ...
 def iter_jsonl(
-    stream: Iterable[str] | Iterable[bytes], name: str
-) -> Iterator[tuple[int, dict[str, Any] | MixLLMError]]:
+    stream: Iterable[str] | Iterable[bytes], name: str, *, blanks: bool = False
+) -> Iterator[tuple[int, dict[str, Any] | MixLLMError | None]]:
     """Yield (line number, parsed object or the DataError for that line) for each non-blank line.
 
     Bad lines do not stop the iteration. Pass a binary stream (`sys.stdin.buffer`, a file opened
@@ -194,6 +200,8 @@ def iter_jsonl(
             return
         lineno += 1
         if not line.strip():
+            if blanks:  # the caller keeps line-for-line alignment
+                yield lineno, None
             continue
         try:
             yield lineno, parse_json_line(line, name, lineno)

@@ -100,6 +100,17 @@ def test_route_jsonl_reads_a_dataset_or_prompt_file_as_it_is(trained, cli, tiny,
     assert "'outcomes' (3 lines)" in err and "'reference' (1 lines)" in err and "'choices' (1 lines)" in err
 
 
+def test_route_jsonl_blank_lines_keep_their_place(trained, cli, tmp_path):
+    src = tmp_path / "q.jsonl"
+    src.write_text(json.dumps({"query": CODE_Q}) + "\n\n   \n" + json.dumps({"query": CHAT_Q}) + "\n")
+    code, out, err = cli("route", "--jsonl", src, "--catalogue", trained / "models.yaml")
+    rows = [json.loads(x) for x in out.strip().splitlines()]
+    assert code == 0, err
+    assert [r["line"] for r in rows] == [1, 2, 3, 4]
+    assert rows[1] == rows[2] | {"line": 2} == {"id": None, "line": 2, "skipped": "blank line"}
+    assert rows[0]["choice"] and rows[3]["choice"]
+
+
 def test_route_jsonl_strict_stops_at_the_first_bad_line(trained, cli, tmp_path):
     src = tmp_path / "q.jsonl"
     src.write_text(json.dumps({"query": CODE_Q}) + "\n" + json.dumps({"query": 5}) + "\n")

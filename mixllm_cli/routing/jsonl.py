@@ -5,7 +5,8 @@ with bounded memory and a pipeline sees output as each batch completes. A bad li
 object for that line (or, with `strict`, aborts with that line's error). Results go to `emit`
 (the CLI writes each as a JSON line); nothing here prints.
 
-Keys other than id, query, budget and lambda are ignored, so a prompt file or a routing dataset
+A blank line yields `{"id": null, "line": N, "skipped": "blank line"}`, so output line N always
+answers input line N (not counted as an error). Keys other than id, query, budget and lambda are ignored, so a prompt file or a routing dataset
 routes as it is; `warn` hears once, at the end, which keys were ignored on how many lines.
 """
 
@@ -65,7 +66,7 @@ def route_jsonl(router: Router, source: str, budget: str | None, lam: float | No
     ignored: Counter[str] = Counter()
     try:
         batch: list[tuple[int, Any]] = []
-        for lineno, item in iter_jsonl(stream, name):
+        for lineno, item in iter_jsonl(stream, name, blanks=True):
             batch.append((lineno, item))
             if len(batch) >= batch_size:
                 bad += _flush(router, batch, name, default, strict, emit, state, log_queries, ignored)
@@ -100,6 +101,9 @@ def _flush(router: Router, batch: list[tuple[int, Any]], name: str, default: Rou
     parsed: list[RouteRequest | dict[str, Any]] = []
     for lineno, item in batch:
         where = f"{name}:{lineno}"
+        if item is None:  # a blank line keeps its place in the output, and is not an error
+            parsed.append({"id": None, "line": lineno, "skipped": "blank line"})
+            continue
         try:
             if isinstance(item, MixLLMError):
                 raise item
@@ -121,7 +125,7 @@ def _flush(router: Router, batch: list[tuple[int, Any]], name: str, default: Rou
     bad = 0
     for (lineno, _), p in zip(batch, parsed):
         if isinstance(p, dict):
-            bad += 1
+            bad += "error" in p
             emit(p)
         else:
             emit({**next(decisions).to_dict(), "line": lineno})
