@@ -173,6 +173,19 @@ def test_remove_unknown_and_last(pool_home, cli):
     assert code == 1 and "it is the only LLM" in err
 
 
+def test_removing_the_last_trained_llm_needs_force(pool_home, cli):
+    assert cli("add-llm", "newbie", "--input-usd-per-mtok", "1", "--output-usd-per-mtok", "1")[0] == 0  # cold
+    assert cli("remove-llm", "big")[0] == 0
+    assert cli("remove-llm", "mid")[0] == 0
+    before = (pool_home / "models.yaml").read_bytes()
+    code, out, err = cli("remove-llm", "vendor/small")
+    assert (code, out) == (2, "") and "last LLM with trained heads" in err and "--force" in err
+    assert (pool_home / "models.yaml").read_bytes() == before  # nothing touched
+    code, out, err = cli("remove-llm", "vendor/small", "--force")
+    assert code == 0, err
+    assert json.loads(out)["llm"] == "vendor/small"
+
+
 def test_remove_then_add_back(pool_home, newbie_data, cli):
     assert cli(*ADD, "--data", newbie_data)[0] == 0
     assert cli("remove-llm", "newbie")[0] == 0

@@ -178,6 +178,8 @@ def set_endpoint_cmd(
 @app.command("remove-llm")
 def remove_llm_cmd(
     llm_id: Annotated[str, typer.Argument(metavar="ID", help="The LLM to remove.")],
+    force: Annotated[bool, typer.Option("--force", help="Remove it even if it is the last LLM with trained "
+                                                        "heads (then only cold LLMs remain).")] = False,
     home: HomeOpt = None,
 ) -> None:
     """Remove an LLM from your pool; its heads are archived under <home>/archive/.
@@ -187,5 +189,5 @@ def remove_llm_cmd(
     from .. import output
     from ..training.pool import remove_llm
 
-    output.json_line(remove_llm(llm_id, home=home))
+    output.json_line(remove_llm(llm_id, home=home, force=force))
 

@@ -353,9 +353,11 @@ def _fit_heads(llm: LLM, data: Path, home: Path | str | None, progress: Progress
     return _Trained(fitted, rows, data)
 
 
-def remove_llm(llm_id: str, *, home: Path | str | None = None) -> dict[str, Any]:
+def remove_llm(llm_id: str, *, home: Path | str | None = None, force: bool = False) -> dict[str, Any]:
     """Remove `llm_id` from the user's pool; its heads move to `<home>/archive/`.
 
+    Removing the last LLM with trained heads is refused unless `force`: the cold ones left are
+    offered only on their exploration share, so most queries would find no LLM at all.
     Run again after a crash cut it short, it finishes the job (see the module docstring); the
     report then says `"finished": true`."""
     started = time.perf_counter()
@@ -370,6 +372,10 @@ def remove_llm(llm_id: str, *, home: Path | str | None = None) -> dict[str, Any]
     manifest = Manifest.read(set_dir)
     heads = manifest.heads.get(llm_id)
     cold = manifest.cold.get(llm_id)
+    if heads is not None and not force and not any(i in manifest.heads for i in smaller.ids):
+        raise UsageError(f"{llm_id!r} is the last LLM with trained heads: without it only cold LLMs remain, "
+                         "offered on their exploration share only, so most queries would find no LLM; train "
+                         "another first (`mixllm fit-llm ID --data D`), or remove it anyway with --force")
 
     files = heads.files if heads else []
     account = {"llm": llm_id, "catalogue": entry_llm.written(), "heads": heads.to_json() if heads else None,
