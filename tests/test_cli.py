@@ -295,3 +295,12 @@ def test_a_missing_optional_extra_is_one_error_line(tiny, cli, monkeypatch):
     code, out, err = cli("train-offline", tiny / "train.jsonl", "--catalogue", tiny / "models.yaml")
     assert code == 1 and out == ""
     assert err.startswith("Error: this needs the 'train' extra (sklearn") and len(err.strip().splitlines()) == 1
+
+
+def test_training_on_too_little_data_is_refused_with_the_numbers(tiny, cli, isolated_home, tmp_path):
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join((tiny / "train.jsonl").read_text().splitlines(keepends=True)[:5]))
+    code, out, err = cli("train-offline", small, "--catalogue", tiny / "models.yaml")
+    assert (code, out) == (1, "")
+    assert err.startswith(f"Error: {small}: too little data to train: 5 queries;") and "big: 5" in err
+    assert not (isolated_home / "artifacts").exists()  # nothing written

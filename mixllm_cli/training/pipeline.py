@@ -177,6 +177,20 @@ def train_offline(
     }
 
 
+def _too_few(data_path: Path, table: OutcomeTable) -> list[str]:
+    """Refuse data on which no LLM can get a fitted quality head; warn about each LLM that cannot."""
+    from ..core.heads import MIN_OUTCOMES
+
+    graded = {llm: int(np.sum(~np.isnan(table.quality[:, j]))) for j, llm in enumerate(table.llm_ids)}
+    short = {llm: n for llm, n in graded.items() if n < MIN_OUTCOMES}
+    counts = ", ".join(f"{llm}: {n}" for llm, n in short.items())
+    if len(short) == len(graded):
+        raise DataError(f"{data_path}: too little data to train: {len(table.queries)} queries; each LLM's quality "
+                        f"head needs at least {MIN_OUTCOMES} graded outcomes, and none has that many ({counts})")
+    return [f"{llm}: only {n} graded outcomes (< {MIN_OUTCOMES}): its quality head is a constant, its mean"
+            for llm, n in short.items()]
+
+
 def encode(data_path: Path, catalogue: Catalogue, encoder_dir: Path, *, n_buckets: int, cache: Path | None,
            tags: bool, tag_settings: TagSettings | None, seed: int, progress: Progress) -> Inputs:
     """Read the outcomes of the catalogue's LLMs, encode the queries (through `cache`), fit the tag
@@ -191,6 +205,7 @@ def encode(data_path: Path, catalogue: Catalogue, encoder_dir: Path, *, n_bucket
     if not llm_ids:
         raise DataError(f"{data_path}: no outcomes for any LLM of the catalogue ({', '.join(catalogue.ids)})")
     table = outcome_table(records, llm_ids)
+    warnings += _too_few(data_path, table)
     encoder = Encoder.from_dir(encoder_dir)
     enc, _ = encode_cached(lambda texts: encode_with_progress(encoder, texts, progress), encoder_dir,
                            table.queries, cache)
