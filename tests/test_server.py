@@ -330,3 +330,15 @@ def test_max_wait_env_changes_the_servers_decisions_as_it_changes_the_clis(train
         assert [d["choice"] for d in served][:4] == ["big"] * 4 and "big" not in [d["choice"] for d in served][4:]
     if env_s == "600":
         assert [d["choice"] for d in served] == ["big"] * 6
+
+
+def test_serve_on_a_busy_port_is_one_error_line(trained_home, cli):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out, err = cli("serve", "--port", port, "--no-auth", "--home", trained_home)
+    assert (code, out) == (1, "")
+    assert err.strip() == f"Error: --port: cannot listen on 127.0.0.1:{port}: Address already in use"

@@ -66,6 +66,7 @@ def serve_cmd(
     from ..serve.auth import Auth, check_exposure
 
     warning = check_exposure(host, keys=not no_auth, allow_public=allow_public_without_auth)  # before loading
+    _check_port(host, port)
     from ..serve.app import Service, serve  # a missing serve extra is one Error: line (see `run`)
 
     service = Service(home, catalogue, store, log_queries=log_queries, fallbacks=fallbacks,
@@ -101,3 +102,22 @@ def _endpoint_lines(service: object) -> None:
         output.note(f"endpoint {llm.id}: {llm.base_url} (model {llm.upstream_model or llm.id}{key})")
         for warning in endpoint_warnings(llm):
             output.note(f"WARNING: {warning}")
+
+
+def _check_port(host: str, port: int) -> None:
+    """A port already in use is one Error: line (exit 1) before anything loads, not uvicorn's exit 3."""
+    import socket
+
+    from ..errors import MixLLMError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise MixLLMError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", param="host") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise MixLLMError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", param="port") from None
