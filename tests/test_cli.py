@@ -253,8 +253,8 @@ def test_failed_training_keeps_the_previous_set(tiny, cli, isolated_home, monkey
         real(head, path)
 
     monkeypatch.setattr(artifacts, "save_head", flaky)
-    with pytest.raises(OSError):
-        cli("train-offline", tiny / "train.jsonl", "--catalogue", tiny / "models.yaml", "--seed", "3")
+    code, _, err = cli("train-offline", tiny / "train.jsonl", "--catalogue", tiny / "models.yaml", "--seed", "3")
+    assert code == 1 and err.startswith("Error: ") and err.count("\n") == 1  # one line, no traceback
     assert (isolated_home / "artifacts" / "manifest.json").read_bytes() == before
     leftovers = [p.name for p in isolated_home.iterdir() if p.name not in ("artifacts", "cache", "models.yaml")]  # no staging dirs
     assert leftovers == []
@@ -304,3 +304,32 @@ def test_training_on_too_little_data_is_refused_with_the_numbers(tiny, cli, isol
     assert (code, out) == (1, "")
     assert err.startswith(f"Error: {small}: too little data to train: 5 queries;") and "big: 5" in err
     assert not (isolated_home / "artifacts").exists()  # nothing written
+
+
+@pytest.mark.parametrize("args", [["route", "hello"],
+                                  ["add-llm", "x/y", "--input-usd-per-mtok", "1", "--output-usd-per-mtok", "1"]])
+def test_a_home_that_is_a_file_is_one_error_line(cli, tmp_path, args):
+    home = tmp_path / "afile"
+    home.write_text("not a folder")
+    code, out, err = cli(*args, "--home", home)
+    assert (code, out) == (1, "")
+    assert err == f"Error: {home}: a file is in the way where mixllm needs a folder (check --home / $MIXLLM_HOME and the disk)\n"
+    assert home.read_text() == "not a folder"
+
+
+def test_a_full_disk_is_one_error_line_and_nothing_half_written(trained, trained_home, cli, monkeypatch):
+    import errno
+    import os
+
+    before = (trained_home / "models.yaml").read_bytes()
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(os, "replace", full)
+    code, out, err = cli("add-llm", "x/y", "--input-usd-per-mtok", "1", "--output-usd-per-mtok", "1")
+    monkeypatch.undo()
+    assert code == 1 and out == ""
+    assert err.startswith("Error: ") and "No space left on device" in err and err.count("\n") == 1
+    assert (trained_home / "models.yaml").read_bytes() == before
+    assert cli("route", "hello", "--json")[0] == 0  # the home still works

@@ -44,6 +44,18 @@ def run(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # The file system said no (a --home that is a file, a read-only or full disk, a missing
+        # parent): one line naming the path; every write is atomic, so nothing is left half-written.
+        if os.environ.get("MIXLLM_DEBUG"):
+            raise
+        path = exc.filename if exc.filename is not None else ""
+        what = exc.strerror or str(exc) or type(exc).__name__
+        if isinstance(exc, (FileExistsError, NotADirectoryError)) and os.path.isfile(path):
+            what = "a file is in the way where mixllm needs a folder"
+        sys.stderr.write(f"Error: {path}: {what} (check --home / $MIXLLM_HOME and the disk)\n" if path
+                         else f"Error: {what}\n")
+        return 1
     return 0
 
 
