@@ -333,3 +333,16 @@ def test_a_full_disk_is_one_error_line_and_nothing_half_written(trained, trained
     assert err.startswith("Error: ") and "No space left on device" in err and err.count("\n") == 1
     assert (trained_home / "models.yaml").read_bytes() == before
     assert cli("route", "hello", "--json")[0] == 0  # the home still works
+
+
+def test_long_jobs_show_life_without_a_terminal(tiny, cli, isolated_home, monkeypatch):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("mixllm_cli.cli.app"), "PLAIN_AFTER_S", 0.0)  # as if every stage were long
+    code, out, err = cli("train-offline", tiny / "train.jsonl", "--catalogue", tiny / "models.yaml")
+    assert code == 0
+    lines = err.splitlines()
+    assert "encode: 0/120" in lines and any(x.startswith("encode: 120/120 in ") for x in lines)
+    assert any(x.startswith("heads: 0/") for x in lines) and any(x.startswith("heads: 3/3 in ") for x in lines)
+    assert "encode:" not in out  # progress never on stdout
+

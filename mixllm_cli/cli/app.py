@@ -104,15 +104,22 @@ def _cache(home: Path | None, disabled: bool) -> Path | None:
     return cache_dir(home)
 
 
+PLAIN_AFTER_S = 2.0  # without a terminal, a stage says nothing until it has run this long (short jobs stay quiet)
+PLAIN_EVERY_S = 10.0  # ... then a status line at most this often, and one when it ends
+
+
 class _progress:
-    """A rich progress bar on stderr (only when stderr is a terminal)."""
+    """Progress on stderr, never stdout: a rich bar in a terminal; otherwise (CI logs, pipes), for a
+    stage running over PLAIN_AFTER_S, a plain line, then one at most every PLAIN_EVERY_S seconds and
+    one when it ends."""
 
     def __enter__(self) -> Callable[[str, int, int], None]:
         if not sys.stderr.isatty():
-            return lambda stage, done, total: None
+            return _plain_lines()
+        from rich.console import Console
         from rich.progress import Progress
 
-        self._bar = Progress(transient=True, console=None)
+        self._bar = Progress(transient=True, console=Console(stderr=True))
         self._bar.__enter__()
         self._tasks: dict[str, TaskID] = {}
 
@@ -128,3 +135,23 @@ class _progress:
         if hasattr(self, "_bar"):
             self._bar.__exit__(kind, value, tb)
 
+
+
+def _plain_lines() -> Callable[[str, int, int], None]:
+    import time
+
+    last: dict[str, float] = {}
+    started: dict[str, float] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        begun = started.setdefault(stage, now)
+        if now - begun < PLAIN_AFTER_S:
+            return
+        if stage not in last or done >= total or now - last[stage] >= PLAIN_EVERY_S:
+            last[stage] = now
+            note = f" in {now - begun:.1f} s" if done >= total else ""
+            sys.stderr.write(f"{stage}: {done}/{total}{note}\n")
+            sys.stderr.flush()
+
+    return update
