@@ -338,7 +338,8 @@ def test_a_full_disk_is_one_error_line_and_nothing_half_written(trained, trained
 def test_long_jobs_show_life_without_a_terminal(tiny, cli, isolated_home, monkeypatch):
     import importlib
 
-    monkeypatch.setattr(importlib.import_module("mixllm_cli.cli.app"), "PLAIN_AFTER_S", 0.0)  # as if every stage were long
+    monkeypatch.setattr(importlib.import_module("mixllm_cli.cli.app"), "PLAIN_AFTER_S", 0.0)
+    monkeypatch.delenv("MIXLLM_PROGRESS")  # as if every stage were long
     code, out, err = cli("train-offline", tiny / "train.jsonl", "--catalogue", tiny / "models.yaml")
     assert code == 0
     lines = err.splitlines()

@@ -114,6 +114,10 @@ class _progress:
     one when it ends."""
 
     def __enter__(self) -> Callable[[str, int, int], None]:
+        import os
+
+        if os.environ.get("MIXLLM_PROGRESS", "").strip().lower() in ("off", "0", "no"):
+            return lambda stage, done, total: None
         if not sys.stderr.isatty():
             return _plain_lines()
         from rich.console import Console
