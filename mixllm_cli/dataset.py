@@ -114,7 +114,7 @@ class Record:
 # lines
 
 
-def _json_kind(value: object) -> str:
+def json_kind(value: object) -> str:
     """A value's type as JSON names it."""
     if value is None:
         return "null"
@@ -163,7 +163,7 @@ def parse_json_line(line: str | bytes, name: str, lineno: int) -> dict[str, Any]
     except RecursionError:
         raise DataError(f"{where(name, lineno)}: invalid JSON: nested too deeply") from None
     if not isinstance(obj, dict):
-        raise DataError(f"{where(name, lineno)}: must be a JSON object (got {_json_kind(obj)})")
+        raise DataError(f"{where(name, lineno)}: must be a JSON object (got {json_kind(obj)})")
     return obj
 
 
@@ -251,7 +251,7 @@ def _outcome_problems(raw: object, at: str,
                                    None if lat is None else float(lat), None if ttft is None else float(ttft),
                                    answer, grader), []
     if not isinstance(raw, dict):
-        return None, [f"{at}: must be an object or null (got {_json_kind(raw)})"]
+        return None, [f"{at}: must be an object or null (got {json_kind(raw)})"]
     if unknown is not None:
         unknown.update(("outcomes", k) for k in raw if k not in _OUTCOME_KEYS)
     problems = []
@@ -290,7 +290,7 @@ def _outcome_problems(raw: object, at: str,
     answer = raw.get("answer")
     if answer is not None:
         if not isinstance(answer, str):
-            problems.append(f"{at}.answer: must be a string or null (got {_json_kind(answer)})")
+            problems.append(f"{at}.answer: must be a string or null (got {json_kind(answer)})")
         else:
             optional["answer"] = answer
     grader = raw.get("grader")
@@ -331,7 +331,7 @@ def _record_problems(obj: Mapping[str, Any], prefix: str,
             problems.append(f"{prefix}: id: must not be empty")
     if "query" in obj:
         if not isinstance(query, str):
-            problems.append(f"{prefix}: query: must be a string (got {_json_kind(query)})")
+            problems.append(f"{prefix}: query: must be a string (got {json_kind(query)})")
         elif not query.strip():
             problems.append(f"{prefix}: query: must not be empty")
     if task is not None:
@@ -341,7 +341,7 @@ def _record_problems(obj: Mapping[str, Any], prefix: str,
             problems.append(f"{prefix}: task: must not be empty (leave it out instead)")
     tags = obj.get("tags", [])
     if not isinstance(tags, list):
-        problems.append(f"{prefix}: tags: must be an array of strings (got {_json_kind(tags)})")
+        problems.append(f"{prefix}: tags: must be an array of strings (got {json_kind(tags)})")
     else:
         for i, tag in enumerate(tags):
             if not isinstance(tag, str) or not tag.strip():
@@ -355,7 +355,7 @@ def _record_problems(obj: Mapping[str, Any], prefix: str,
     if "outcomes" in obj:
         if not isinstance(raw_outcomes, dict):
             problems.append(
-                f"{prefix}: outcomes: must be an object of LLM id to outcome (got {_json_kind(raw_outcomes)})"
+                f"{prefix}: outcomes: must be an object of LLM id to outcome (got {json_kind(raw_outcomes)})"
             )
         else:
             for llm, raw in raw_outcomes.items():

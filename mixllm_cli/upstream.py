@@ -40,7 +40,8 @@ def parse_model(model: str, budgets: tuple[str, ...]) -> str | None:
     raise UsageError(f"must be 'mixllm' or 'mixllm:<budget>' (got {model!r}); mixllm picks the LLM", param="model")
 
 
-def _text(content: Any) -> str | None:
+def content_text(content: Any) -> str | None:
+    """The text of a message's content: a string, or the text parts of a list of parts."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # content parts: keep the text ones
@@ -55,7 +56,7 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
     for i in range(len(messages) - 1, -1, -1):
         m = messages[i]
         if m.get("role") == "user":
-            text = _text(m.get("content"))
+            text = content_text(m.get("content"))
             if text is None or not text.strip():
                 raise UsageError(f"messages[{i}].content: the last user message has no text to route")
             return text

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from ..dataset import parse_json_line
+from ..dataset import json_kind, parse_json_line
 from ..errors import DataError, MixLLMError, where
+from ..upstream import content_text
 
 PROMPT_KEYS: tuple[str, ...] = ("id", "query", "messages", "task", "reference", "choices", "tests", "grader")
 ROLES = frozenset({"system", "developer", "user", "assistant"})
@@ -78,35 +79,10 @@ class PromptFile:
     warnings: tuple[str, ...] = ()
 
 
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _text_of(content: object) -> str | None:
-    """The text of a message's content (a string, or a list of {"type": "text", "text": ...} parts)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        strs = [t for t in texts if isinstance(t, str)]
-        return "\n".join(strs) if strs else None
-    return None
-
-
 def _messages_problems(raw: object) -> tuple[str | None, list[str]]:
     """(the last user message's text, problems as 'field: message')."""
     if not isinstance(raw, list) or not raw:
-        return None, [f"messages: must be a non-empty array of messages (got {_kind(raw)})"]
+        return None, [f"messages: must be a non-empty array of messages (got {json_kind(raw)})"]
     if len(raw) > MAX_MESSAGES:
         return None, [f"messages: at most {MAX_MESSAGES} messages (got {len(raw)})"]
     problems: list[str] = []
@@ -114,7 +90,7 @@ def _messages_problems(raw: object) -> tuple[str | None, list[str]]:
     for i, m in enumerate(raw):
         at = f"messages[{i}]"
         if not isinstance(m, dict):
-            problems.append(f"{at}: must be an object with role and content (got {_kind(m)})")
+            problems.append(f"{at}: must be an object with role and content (got {json_kind(m)})")
             continue
         role, content = m.get("role"), m.get("content")
         if role not in ROLES:
@@ -128,9 +104,9 @@ def _messages_problems(raw: object) -> tuple[str | None, list[str]]:
                     problems.append(f"{at}.content[{j}]: must be a text part {{\"type\": \"text\", \"text\": ...}}")
                     break
         elif not isinstance(content, str):
-            problems.append(f"{at}.content: must be a string or an array of text parts (got {_kind(content)})")
+            problems.append(f"{at}.content: must be a string or an array of text parts (got {json_kind(content)})")
         if role == "user":
-            last_user = _text_of(content)
+            last_user = content_text(content)
     if not problems and (last_user is None or not last_user.strip()):
         problems.append("messages: needs a user message with text (the last one is what the router reads)")
     return last_user, problems
@@ -149,14 +125,14 @@ def _reference_problem(ref: object) -> str | None:
         for i, r in enumerate(ref):
             if isinstance(r, bool) or not isinstance(r, (str, int, float)) or (
                     isinstance(r, float) and not math.isfinite(r)):
-                return f"[{i}]: must be a string or a finite number (got {_kind(r)})"
+                return f"[{i}]: must be a string or a finite number (got {json_kind(r)})"
         return None
-    return f"must be a string, a number or an array of them (got {_kind(ref)})"
+    return f"must be a string, a number or an array of them (got {json_kind(ref)})"
 
 
 def _strings_problem(value: object, lo: int, hi: int, what: str) -> str | None:
     if not isinstance(value, list) or not lo <= len(value) <= hi:
-        got = f"{len(value)} items" if isinstance(value, list) else _kind(value)
+        got = f"{len(value)} items" if isinstance(value, list) else json_kind(value)
         return f"must be an array of {lo} to {hi} {what} (got {got})"
     for i, s in enumerate(value):
         if not isinstance(s, str) or not s.strip():
@@ -173,7 +149,7 @@ def _grader_problem(value: object) -> str | None:
         if not isinstance(name, str) or not name.strip():
             return "must have a name: {\"name\": \"regex\", \"pattern\": ...}"
         return None
-    return f"must be a grader name or an object with a name (got {_kind(value)})"
+    return f"must be a grader name or an object with a name (got {json_kind(value)})"
 
 
 def check_prompt(obj: Mapping[str, Any], name: str, line: int) -> tuple[Prompt | None, list[str], list[str]]:
@@ -199,7 +175,7 @@ def check_prompt(obj: Mapping[str, Any], name: str, line: int) -> tuple[Prompt |
         bad("query", "give either query or messages, not both")
     elif "query" in obj:
         if not isinstance(query, str):
-            bad("query", f"must be a string (got {_kind(query)})")
+            bad("query", f"must be a string (got {json_kind(query)})")
         elif not query.strip():
             bad("query", "must not be empty")
         else:
@@ -215,7 +191,7 @@ def check_prompt(obj: Mapping[str, Any], name: str, line: int) -> tuple[Prompt |
         bad("query", "missing (give query or messages)")
     task = obj.get("task")
     if task is not None and (not isinstance(task, str) or not task.strip() or len(task) > MAX_TASK_CHARS):
-        bad("task", f"must be a non-empty string of at most {MAX_TASK_CHARS} characters (got {_kind(task)})"
+        bad("task", f"must be a non-empty string of at most {MAX_TASK_CHARS} characters (got {json_kind(task)})"
             if not isinstance(task, str) else f"must be a non-empty string of at most {MAX_TASK_CHARS} characters")
     ref = obj.get("reference")
     msg = _reference_problem(ref)
