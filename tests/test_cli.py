@@ -343,7 +343,74 @@ def test_long_jobs_show_life_without_a_terminal(tiny, cli, isolated_home, monkey
     code, out, err = cli("train-offline", tiny / "train.jsonl", "--catalogue", tiny / "models.yaml")
     assert code == 0
     lines = err.splitlines()
-    assert "encode: 0/120" in lines and any(x.startswith("encode: 120/120 in ") for x in lines)
+    assert any(x.startswith("encode: 0/120 (") for x in lines) and any(x.startswith("encode: 120/120 in ") for x in lines)
     assert any(x.startswith("heads: 0/") for x in lines) and any(x.startswith("heads: 3/3 in ") for x in lines)
     assert "encode:" not in out  # progress never on stdout
 
+
+
+def _progress_as_if_long(monkeypatch):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("mixllm_cli.cli.app"), "PLAIN_AFTER_S", 0.0)
+    monkeypatch.delenv("MIXLLM_PROGRESS")
+
+
+def test_the_sweep_with_baselines_reports_each_phase_on_stderr_only(trained_home, tiny, cli, monkeypatch):
+    _progress_as_if_long(monkeypatch)
+    code, out, err = cli("evaluate", tiny / "train.jsonl", "--sweep", "--lambdas", "6", "--json",
+                         "--baselines-from", tiny / "train.jsonl", "--no-cache")
+    assert code == 0
+    json.loads(out)  # stdout is the report alone
+    lines = err.splitlines()
+    assert any(x.startswith("encode: 120/120 in ") for x in lines)
+    assert any(x.startswith("λ sweep: 0/") for x in lines)
+    assert any(x.startswith("λ sweep: ") and " in " in x for x in lines)
+    done = [x for x in lines if x.startswith("baselines: ") and " in " in x]
+    assert len(done) == 1 and done[0].split()[1].split("/")[0] == done[0].split()[1].split("/")[1]
+
+
+def test_quiet_silences_progress_but_not_the_result(trained_home, tiny, cli, monkeypatch):
+    _progress_as_if_long(monkeypatch)
+    code, out, err = cli("evaluate", tiny / "train.jsonl", "--json", "--quiet", "--no-cache")
+    assert code == 0 and json.loads(out)["rows"] == 120
+    assert "encode:" not in err
+    code, out, err = cli("evaluate", tiny / "train.jsonl", "--json", "--no-cache")
+    assert code == 0 and "encode: 120/120" in err
+
+
+def test_feedback_rebuild_reports_its_replay(trained_home, cli, monkeypatch):
+    for _ in range(3):
+        code, out, _ = cli("route", "what is 2+2", "--json")
+        assert cli("feedback", json.loads(out)["decision_id"], "--good")[0] == 0
+    _progress_as_if_long(monkeypatch)
+    code, out, err = cli("feedback", "--rebuild")
+    assert code == 0 and json.loads(out)["applied"] == 3
+    assert "feedback events: 3/3 in " in err
+    code, out, err = cli("feedback", "--rebuild", "-q")
+    assert code == 0 and err == ""
+
+
+def test_a_step_that_reports_nothing_still_shows_life(monkeypatch, capsys):
+    """The plain lines repeat the running stage's status from a background tick."""
+    import importlib
+    import time
+
+    app = importlib.import_module("mixllm_cli.cli.app")
+    monkeypatch.setattr(app, "PLAIN_AFTER_S", 0.0)
+    monkeypatch.setattr(app, "PLAIN_EVERY_S", 0.0)
+    plain = app._PlainLines()
+    try:
+        plain.update("fitting", 1, 4)
+        deadline = time.monotonic() + 60  # waits for the tick, however slow the machine: no timing asserted
+        while capsys.readouterr().err.count("fitting: 1/4") < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen = 0
+        while seen < 2 and time.monotonic() < deadline:
+            seen += capsys.readouterr().err.count("fitting: 1/4 (")
+            time.sleep(0.05)
+        assert seen >= 2  # repeated with nothing reported in between
+        plain.update("fitting", 4, 4)
+        assert "fitting: 4/4 in " in capsys.readouterr().err
+    finally:
+        plain.close()

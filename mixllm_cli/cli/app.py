@@ -105,21 +105,35 @@ def _cache(home: Path | None, disabled: bool) -> Path | None:
 
 
 PLAIN_AFTER_S = 2.0  # without a terminal, a stage says nothing until it has run this long (short jobs stay quiet)
-PLAIN_EVERY_S = 10.0  # ... then a status line at most this often, and one when it ends
+PLAIN_EVERY_S = 10.0  # ... then a status line at most this often (even when the stage reports nothing), and one when it ends
+
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress on stderr (warnings and errors still print).")
+]
+
+
+def progress_off(quiet: bool = False) -> bool:
+    """True when progress must stay silent: --quiet, or MIXLLM_PROGRESS=off (0, no)."""
+    import os
+
+    return quiet or os.environ.get("MIXLLM_PROGRESS", "").strip().lower() in ("off", "0", "no")
 
 
 class _progress:
     """Progress on stderr, never stdout: a rich bar in a terminal; otherwise (CI logs, pipes), for a
-    stage running over PLAIN_AFTER_S, a plain line, then one at most every PLAIN_EVERY_S seconds and
-    one when it ends."""
+    stage running over PLAIN_AFTER_S, a plain line, then one at most every PLAIN_EVERY_S seconds
+    (a background tick, so a long step that reports nothing still shows life) and one when it ends.
+    `quiet` (or MIXLLM_PROGRESS=off) silences both."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self._quiet = quiet
 
     def __enter__(self) -> Callable[[str, int, int], None]:
-        import os
-
-        if os.environ.get("MIXLLM_PROGRESS", "").strip().lower() in ("off", "0", "no"):
+        if progress_off(self._quiet):
             return lambda stage, done, total: None
         if not sys.stderr.isatty():
-            return _plain_lines()
+            self._plain = _PlainLines()
+            return self._plain.update
         from rich.console import Console
         from rich.progress import Progress
 
@@ -130,7 +144,7 @@ class _progress:
         def update(stage: str, done: int, total: int) -> None:
             if stage not in self._tasks:
                 self._tasks[stage] = self._bar.add_task(stage, total=total)
-            self._bar.update(self._tasks[stage], completed=done)
+            self._bar.update(self._tasks[stage], completed=done, total=total)
 
         return update
 
@@ -138,24 +152,56 @@ class _progress:
                  tb: TracebackType | None) -> None:
         if hasattr(self, "_bar"):
             self._bar.__exit__(kind, value, tb)
+        if hasattr(self, "_plain"):
+            self._plain.close()
 
 
+class _PlainLines:
+    """Plain status lines for a log: `update(stage, done, total)` from the job, and a daemon thread
+    that repeats the running stage's status every PLAIN_EVERY_S seconds while it reports nothing."""
 
-def _plain_lines() -> Callable[[str, int, int], None]:
-    import time
+    def __init__(self) -> None:
+        import threading
 
-    last: dict[str, float] = {}
-    started: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stage: tuple[str, int, int] | None = None
+        self._begun: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="mixllm-progress", daemon=True)
+        self._ticker.start()
 
-    def update(stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        begun = started.setdefault(stage, now)
-        if now - begun < PLAIN_AFTER_S:
-            return
-        if stage not in last or done >= total or now - last[stage] >= PLAIN_EVERY_S:
-            last[stage] = now
-            note = f" in {now - begun:.1f} s" if done >= total else ""
-            sys.stderr.write(f"{stage}: {done}/{total}{note}\n")
-            sys.stderr.flush()
+    def update(self, stage: str, done: int, total: int) -> None:
+        import time
 
-    return update
+        with self._lock:
+            now = time.monotonic()
+            begun = self._begun.setdefault(stage, now)
+            self._stage = (stage, done, total) if done < total else None
+            if now - begun < PLAIN_AFTER_S:
+                return
+            if stage not in self._last or done >= total or now - self._last[stage] >= PLAIN_EVERY_S:
+                self._write(stage, done, total, now)
+
+    def _write(self, stage: str, done: int, total: int, now: float) -> None:
+        self._last[stage] = now
+        took = now - self._begun[stage]
+        note = f" in {took:.1f} s" if done >= total else f" ({took:.0f} s)"
+        sys.stderr.write(f"{stage}: {done}/{total}{note}\n")
+        sys.stderr.flush()
+
+    def _tick(self) -> None:
+        import time
+
+        while not self._stop.wait(1.0):
+            with self._lock:
+                if self._stage is None:
+                    continue
+                stage, done, total = self._stage
+                now = time.monotonic()
+                if now - self._begun[stage] >= PLAIN_AFTER_S and now - self._last.get(stage, self._begun[stage]) >= (
+                        PLAIN_EVERY_S if stage in self._last else 0.0):
+                    self._write(stage, done, total, now)
+
+    def close(self) -> None:
+        self._stop.set()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import UsageError
-from .app import CatalogueOpt, HomeOpt, app
+from .app import CatalogueOpt, HomeOpt, QuietOpt, app, progress_off
 
 if TYPE_CHECKING:
     from ..collect.runner import CollectProgress, CollectReport
@@ -62,6 +62,7 @@ def collect_cmd(
                                 "TTFT and output tokens/s into <home>/models.yaml.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Also print the whole report as one JSON object on "
                        "stdout (the summary table stays on stderr).")] = False,
+    quiet: QuietOpt = False,
     home: HomeOpt = None,
     catalogue: CatalogueOpt = None,
 ) -> None:
@@ -84,7 +85,7 @@ def collect_cmd(
         stream=not no_stream, keep_answers=keep_answers, journal=journal, grade_workers=grade_workers,
         dry_run=dry_run)
     cat = load_catalogue(catalogue_path(home, catalogue))
-    with _status() as status:
+    with _status(quiet) as status:
         report = collect(prompts, out, cat, llms=chosen, options=options, progress=status)
     _summary(report)
     if update_catalogue and not dry_run:
@@ -114,8 +115,12 @@ def _grader_spec(value: str | None) -> str | dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def _status() -> Iterator[Callable[[CollectProgress], None]]:
-    """Progress on stderr: a rich bar on a terminal, else a plain line every STATUS_EVERY_S seconds."""
+def _status(quiet: bool = False) -> Iterator[Callable[[CollectProgress], None]]:
+    """Progress on stderr: a rich bar on a terminal, else a plain line every STATUS_EVERY_S seconds;
+    nothing with --quiet or MIXLLM_PROGRESS=off (the summary at the end still prints)."""
+    if progress_off(quiet):
+        yield lambda p: None
+        return
     if not sys.stderr.isatty():
         last = [time.monotonic()]
 

@@ -17,6 +17,7 @@ from .app import (
     HomeOpt,
     JsonOpt,
     NoCacheOpt,
+    QuietOpt,
     _cache,
     _progress,
     _tolerance,
@@ -51,6 +52,7 @@ def evaluate_cmd(
     ] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Sweep: write a PNG of the curves (matplotlib).")] = None,
     no_cache: NoCacheOpt = False,
+    quiet: QuietOpt = False,
     home: HomeOpt = None,
     catalogue: CatalogueOpt = None,
 ) -> None:
@@ -81,14 +83,16 @@ def evaluate_cmd(
     if sweep:
         _sweep(router, records, str(data), lambdas=lambdas, baselines_from=baselines_from, plot=plot,
                as_json=as_json, cache=_cache(home, no_cache), rate_per_s=rate_per_s,
-               tolerance_s=_tolerance(max_wait_s), penalty=not no_penalty)
+               tolerance_s=_tolerance(max_wait_s), penalty=not no_penalty, quiet=quiet)
         return
     stream = rate is not None or (records and all(r.arrival_s is not None for r in records))
-    if stream:
-        report = evaluate_stream(router, records, rate_per_s=rate_per_s, tolerance_s=_tolerance(max_wait_s),
-                                 penalty=not no_penalty, strict=strict_wait, cache=_cache(home, no_cache))
-    else:
-        report = evaluate(router, records, cache=_cache(home, no_cache))
+    with _progress(quiet) as progress:
+        if stream:
+            report = evaluate_stream(router, records, rate_per_s=rate_per_s, tolerance_s=_tolerance(max_wait_s),
+                                     penalty=not no_penalty, strict=strict_wait, cache=_cache(home, no_cache),
+                                     progress=progress)
+        else:
+            report = evaluate(router, records, cache=_cache(home, no_cache), progress=progress)
     if as_json:
         output.json_line(report)
         return
@@ -111,17 +115,17 @@ def _warn(message: str) -> None:
 
 def _sweep(router: Router, records: list[Record], dataset: str, *, lambdas: int, baselines_from: Path | None,
            plot: Path | None, as_json: bool, cache: Path | None, rate_per_s: float | None, tolerance_s: float,
-           penalty: bool) -> None:
+           penalty: bool, quiet: bool) -> None:
     """`evaluate --sweep`: the λ frontier beside the baselines, as a table or JSON (and a plot)."""
     from .. import output
     from ..dataset import read_dataset
     from ..evaluation.sweep import sweep as run_sweep
 
     train = read_dataset(baselines_from, warn=_warn) if baselines_from is not None else None
-    with _progress() as progress:
+    with _progress(quiet) as progress:
         report = run_sweep(router, records, n_lambdas=lambdas, train_records=train, cache=cache,
                            rate_per_s=rate_per_s, tolerance_s=tolerance_s, penalty=penalty, dataset=dataset,
-                           progress=lambda name: progress(f"fitting {name}", 0, 1))
+                           progress=progress)
     if plot is not None:
         from ..evaluation.plot import sweep_plot
 

@@ -10,6 +10,8 @@ from ..errors import FeedbackError, UsageError
 from .app import (
     CatalogueOpt,
     HomeOpt,
+    QuietOpt,
+    _progress,
     app,
 )
 
@@ -35,6 +37,7 @@ def feedback_cmd(
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Recompute the learned state by replaying the whole feedback log.")
     ] = False,
+    quiet: QuietOpt = False,
     home: HomeOpt = None,
     catalogue: CatalogueOpt = None,
 ) -> None:
@@ -60,7 +63,9 @@ def feedback_cmd(
     if rebuild:
         from ..learning.updates import catch_up
 
-        output.json_line(catch_up(home_dir(home), router.offline_artifacts, store, rebuild=True))
+        with _progress(quiet) as progress:
+            report = catch_up(home_dir(home), router.offline_artifacts, store, rebuild=True, progress=progress)
+        output.json_line(report)
         return
     if jsonl is None:
         event = {"id": decision_id, **options, "good": True if good else (False if bad else None), "bad": None}

@@ -12,6 +12,7 @@ from .app import (
     CatalogueOpt,
     HomeOpt,
     NoCacheOpt,
+    QuietOpt,
     _cache,
     _progress,
     app,
@@ -46,6 +47,7 @@ def train_offline_cmd(
                      "one (default: --no-tags, the better one on RouterBench)."),
     ] = None,
     no_cache: NoCacheOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train per-LLM heads on full feedback and calibrate the budget presets.
 
@@ -69,7 +71,7 @@ def train_offline_cmd(
     if length_head not in LENGTH_FAMILIES:
         raise UsageError(f"--length-head: unknown family '{length_head}'; choose one of: {', '.join(LENGTH_FAMILIES)}")
     cat = load_catalogue(catalogue_path(home, catalogue))
-    with _progress() as progress:
+    with _progress(quiet) as progress:
         report = train_offline(data, cat, home_artifacts_dir(home), shipped_artifacts_dir() / "encoder",
                                families={"quality": quality_head, "length": length_head}, seed=seed,
                                progress=progress, cache=_cache(home, no_cache),
@@ -102,6 +104,7 @@ def add_llm_cmd(
     api_key_env: ApiKeyEnvOpt = None,
     upstream_model: UpstreamModelOpt = None,
     home: HomeOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Add an LLM to your pool, training only its own two heads (cold without --data).
 
@@ -115,7 +118,7 @@ def add_llm_cmd(
 
     llm = llm_from_options(llm_id, name, input_usd_per_mtok, output_usd_per_mtok, ttft_ms, output_tokens_per_s, slots,
                            base_url=base_url, api_key_env=api_key_env, upstream_model=upstream_model)
-    with _progress() as progress:
+    with _progress(quiet) as progress:
         report = add_llm(llm, data, home=home, explore_share=explore_share, progress=progress)
     for warning in report.pop("warnings"):
         output.note(f"Warning: {warning}")
@@ -128,6 +131,7 @@ def fit_llm_cmd(
     data: Annotated[Path, typer.Option("--data", help="Routing dataset with this LLM's outcomes (JSONL), "
                                        "e.g. from `mixllm collect --llms ID`.")],
     home: HomeOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train (or retrain) one pool LLM's two heads from its outcomes in --data.
 
@@ -140,7 +144,7 @@ def fit_llm_cmd(
     from .. import output
     from ..training.pool import fit_llm_heads
 
-    with _progress() as progress:
+    with _progress(quiet) as progress:
         report = fit_llm_heads(llm_id, data, home=home, progress=progress)
     for warning in report.pop("warnings", []):
         output.note(f"Warning: {warning}")

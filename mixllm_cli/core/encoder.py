@@ -42,6 +42,30 @@ class Encoded:
     n_tokens: np.ndarray  # (n,) int64 untruncated count of non-special tokens
 
 
+def encode_in_chunks(encode: Any, texts: list[str], progress: Any = None, chunk: int = 256) -> Encoded:
+    """`encode(texts)` run in chunks of `chunk` texts, so a long job can report
+    `progress("encode", done, total)` as it goes; returns one merged `Encoded`, row i for texts[i]
+    (the vectors are the same as one call's: a query's vector never depends on its batch)."""
+    import numpy as np
+
+    parts = []
+    for start in range(0, len(texts), chunk):
+        if progress is not None:
+            progress("encode", start, len(texts))
+        parts.append(encode(texts[start:start + chunk]))
+    if progress is not None:
+        progress("encode", len(texts), len(texts))
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return encode([])
+    return Encoded(
+        embeddings=np.vstack([p.embeddings for p in parts]),
+        token_ids=[t for p in parts for t in p.token_ids],
+        n_tokens=np.concatenate([p.n_tokens for p in parts]),
+    )
+
+
 def _one_line(exc: BaseException, limit: int = 200) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -72,9 +72,9 @@ def oracle_indices(quality: np.ndarray, cost: np.ndarray) -> np.ndarray:
 
 
 def evaluate(router: Router, records: Sequence[Record], lambdas: dict[str, float] | None = None,
-             cache: Path | None = None) -> dict[str, Any]:
+             cache: Path | None = None, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Score the router's presets (or the given named λ values) and the baselines on `records`;
-    `cache` is an embedding-cache folder (embcache) or None."""
+    `cache` is an embedding-cache folder (embcache) or None; `progress` hears of the encoding."""
     llm_ids = list(router.llm_ids)
     table = outcome_table(records, llm_ids)
     missing = np.isnan(table.quality).any(axis=1)
@@ -85,7 +85,7 @@ def evaluate(router: Router, records: Sequence[Record], lambdas: dict[str, float
     best = int(np.argmax(quality.mean(axis=0)))
     cheapest = int(np.argmin(cost.sum(axis=0)))
 
-    preds = router.predict(table.queries, cache)
+    preds = router.predict(table.queries, cache, progress=progress)
     if lambdas is None:
         lambdas = {name: p.lam for name, p in router.artifacts.presets.items()}
     results = []
@@ -165,8 +165,10 @@ def simulate(choose: Choose, arrivals: np.ndarray, quality: np.ndarray, cost: np
 def evaluate_stream(router: Router, records: Sequence[Record], *, rate_per_s: float | None,
                     tolerance_s: float = 30.0, lambdas: dict[str, float] | None = None, penalty: bool = True,
                     strict: bool = False, preds: Predictions | None = None,
-                    cache: Path | None = None) -> dict[str, Any]:
-    """The router at each budget and the baselines, replayed as a stream under a waiting tolerance."""
+                    cache: Path | None = None,
+                    progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """The router at each budget and the baselines, replayed as a stream under a waiting tolerance;
+    `progress` hears of the encoding."""
     from dataclasses import replace
 
     from ..routing.request import WaitPolicy
@@ -181,7 +183,7 @@ def evaluate_stream(router: Router, records: Sequence[Record], *, rate_per_s: fl
     estimates = [est_map[i] for i in llm_ids]
     slots = router.slots
     best = int(np.argmax(quality.mean(axis=0)))
-    preds = preds if preds is not None else router.predict(table.queries, cache)
+    preds = preds if preds is not None else router.predict(table.queries, cache, progress=progress)
     weights = replace(router.weights, tolerance_s=tolerance_s, beta=router.weights.beta if penalty else 0.0)
     ref_q, ref_c = quality[:, best].sum(), cost[:, best].sum()
 

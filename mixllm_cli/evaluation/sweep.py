@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ..training.pipeline import OutcomeTable
 
 WAITS_NOT_SIMULATED = " (waits not simulated)"
+Progress = Callable[[str, int, int], None]
 
 
 class StreamReplay:
@@ -67,7 +68,7 @@ class StreamReplay:
 def sweep(router: Router, records: Sequence[Record], *, n_lambdas: int = 50,
           train_records: Sequence[Record] | None = None, cache: Path | None = None,
           rate_per_s: float | None = None, tolerance_s: float = 30.0, penalty: bool = True,
-          progress: Callable[[str], object] | None = None, refine: bool = True,
+          progress: Progress | None = None, refine: bool = True,
           dataset: str | None = None) -> dict[str, Any]:
     """The router's quality–cost curve, its presets as points, and the baselines' curves on the same
     split and the same features (module docstring).
@@ -76,6 +77,9 @@ def sweep(router: Router, records: Sequence[Record], *, n_lambdas: int = 50,
     up to 4 × `n_lambdas` more (1 × in a stream replay, where each λ is a simulation) are added
     where neighbouring points lie far apart (`frontier.refine_lambdas`), so the curve passes
     through the points the presets reach. `dataset` names the split in the report.
+
+    `progress(stage, done, total)` hears of each phase as it goes: "encode" (the split, then the
+    training split), "λ sweep" (points evaluated, of at most how many) and "baselines" (fitted).
     """
     if n_lambdas < 2:
         raise UsageError(f"need at least 2 values (got {n_lambdas})", param="lambdas")
@@ -84,7 +88,7 @@ def sweep(router: Router, records: Sequence[Record], *, n_lambdas: int = 50,
     if np.isnan(table.cost_usd).any():
         raise DataError("every LLM of the pool needs an outcome with a cost to evaluate")
     quality, cost = table.quality, table.cost_usd
-    preds = router.predict(table.queries, cache)
+    preds = router.predict(table.queries, cache, progress=progress)
     ref = bl.reference_llm(quality)
     stream = None
     if rate_per_s is not None:
@@ -94,16 +98,22 @@ def sweep(router: Router, records: Sequence[Record], *, n_lambdas: int = 50,
         raise DataError("the reference LLM needs a positive total quality and cost to express shares")
     outcomes: dict[float, bl.Outcome] = {}
 
+    preset_lams = {name: float(p.lam) for name, p in router.artifacts.presets.items()}
+    start = [*lambda_grid(n_lambdas), *preset_lams.values()]
+    extra = 0 if not refine else (1 if stream is not None else 4) * n_lambdas  # a stream λ is a simulation
+    at_most = len(set(start)) + extra
+
     def point(lam: float) -> tuple[float, float]:
         if lam not in outcomes:
+            if progress is not None:
+                progress("λ sweep", len(outcomes), at_most)
             outcomes[lam] = (stream.router_outcome(lam) if stream is not None
                              else bl.picks_outcome(lam, router.decide(preds, lam)[0], quality, cost))
         return outcomes[lam].point(ref_q, ref_c)
 
-    preset_lams = {name: float(p.lam) for name, p in router.artifacts.presets.items()}
-    start = [*lambda_grid(n_lambdas), *preset_lams.values()]
-    extra = 0 if not refine else (1 if stream is not None else 4) * n_lambdas  # a stream λ is a simulation
     lams, points = refine_lambdas(start, point, max_new=extra)
+    if progress is not None:
+        progress("λ sweep", len(outcomes), len(outcomes))
     presets = {name: outcomes[lam] for name, lam in preset_lams.items()}
     label = "mixllm" if rate_per_s is None else f"mixllm (stream {rate_per_s:g}/s, τ {tolerance_s:g} s)"
     curves = [curve(label, points)]
@@ -156,7 +166,7 @@ def fixed_baselines(table: OutcomeTable, ref: int, stream: StreamReplay | None) 
 
 
 def learned_baselines(router: Router, preds: Predictions, train_records: Sequence[Record], quality: np.ndarray,
-                      cost: np.ndarray, *, cache: Path | None, progress: Callable[[str], object] | None,
+                      cost: np.ndarray, *, cache: Path | None, progress: Progress | None,
                       stream: StreamReplay | None) -> tuple[list[Curve], dict[str, str]]:
     """Every baseline fitted on the training records' features, swept on the split's: (curves, notes).
 
@@ -165,11 +175,20 @@ def learned_baselines(router: Router, preds: Predictions, train_records: Sequenc
     """
     llm_ids = list(router.llm_ids)
     train = outcome_table(train_records, llm_ids)
-    x_tr = _features(router, router.predict(train.queries, cache))
+    x_tr = _features(router, router.predict(train.queries, cache, progress=progress))
     x_te = _features(router, preds)
     policies = bl.default_baselines(llm_ids)
-    fitted = bl.compare(x_tr, train.quality, train.cost_usd, x_te, quality, cost, llm_ids, progress=progress,
+    fitting: list[str] = []
+
+    def fitting_one(name: str) -> None:
+        if progress is not None:
+            progress("baselines", len(fitting), len(policies))
+        fitting.append(name)
+
+    fitted = bl.compare(x_tr, train.quality, train.cost_usd, x_te, quality, cost, llm_ids, progress=fitting_one,
                         replay=None if stream is None else stream.baseline, baselines=policies)
+    if progress is not None:
+        progress("baselines", len(policies), len(policies))
     notes = {b.name: b.faithful_to for b in policies if not isinstance(b, bl.SingleLLM)}
     for b in policies:
         if isinstance(b, bl.ThresholdRouter):

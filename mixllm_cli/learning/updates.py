@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -341,13 +342,15 @@ class OfflineRows:
         return x, quality, tokens
 
 
-def catch_up(home: Path, artifacts: ArtifactSet, store: StoreBase, rebuild: bool = False) -> dict[str, Any]:
+def catch_up(home: Path, artifacts: ArtifactSet, store: StoreBase, rebuild: bool = False,
+             progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Fold every logged event the snapshot has not seen (all of them with `rebuild`).
 
     A snapshot older than SNAPSHOT_FORMAT 2 is rebuilt: it folded cold LLMs' events without
     counting them. A rebuild keeps the cold LLMs' incarnation boundaries the replaced snapshot
     knew (`_keep_incarnations`), so an LLM removed and added again does not learn from its
-    earlier self's outcomes."""
+    earlier self's outcomes. `progress(stage, done, total)` hears of the replay ("feedback events")
+    and the refits ("refits") as they go."""
     previous = load_snapshot(home, artifacts, store)
     if previous is not None and previous.snapshot_format < SNAPSHOT_FORMAT:
         previous, rebuild = None, True
@@ -357,14 +360,25 @@ def catch_up(home: Path, artifacts: ArtifactSet, store: StoreBase, rebuild: bool
         if previous is not None:
             _keep_incarnations(model, previous, artifacts)
     events = store.feedback_since(model.last_seq)
-    for ev in events:
+    tell = progress or (lambda stage, done, total: None)
+    for k, ev in enumerate(events):
+        if k % 256 == 0:
+            tell("feedback events", k, len(events))
         apply_event(model, ev, artifacts)
         model.last_seq = ev["seq"]
+    tell("feedback events", len(events), len(events))
     refitted = refit_due(model, artifacts)
+    cold = cold_due(model, artifacts)
     offline = OfflineRows()
-    for llm in refitted:
+    for k, llm in enumerate(refitted):
+        tell("refits", k, len(refitted) + len(cold))
         refit_heads(model, llm, artifacts, store, offline)
-    cold_fitted = [llm for llm in cold_due(model, artifacts) if fit_cold(model, llm, artifacts, store)]
+    cold_fitted = []
+    for k, llm in enumerate(cold):
+        tell("refits", len(refitted) + k, len(refitted) + len(cold))
+        if fit_cold(model, llm, artifacts, store):
+            cold_fitted.append(llm)
+    tell("refits", len(refitted) + len(cold), len(refitted) + len(cold))
     for llm in [k for k, st in model.cold.items() if st.key != cold_incarnation(artifacts.manifest, k)]:
         del model.cold[llm]  # removed, or added again and not heard from since: nothing of it serves
     if events or rebuild:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import numbers
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +32,7 @@ from .results import Candidate, Decision, Predictions
 
 if TYPE_CHECKING:
     from ..catalogue import Catalogue
-    from ..core.encoder import Encoder
+    from ..core.encoder import Encoded, Encoder
     from ..learning.online import OnlineModel
     from ..state.base import StoreBase
 
@@ -194,19 +194,30 @@ class Router:
         )
 
     def predict(self, queries: Sequence[str], cache: Path | None = None,
-                timings: dict[str, float] | None = None) -> Predictions:
+                timings: dict[str, float] | None = None,
+                progress: Callable[[str, int, int], None] | None = None) -> Predictions:
         """Encode and predict; `cache` (a folder) reuses embeddings of the same texts (embcache).
 
         With `timings`, the seconds spent encoding (tokenizer and model) and predicting from the
         embeddings are stored under "encode" and "predict" (the server reports them per request).
+        With `progress`, the texts are encoded in chunks and `progress("encode", done, total)` is
+        called as they go (a long evaluation).
         """
         started = time.perf_counter()
+        encode: Callable[[list[str]], Encoded] = self.encoder.encode
+        if progress is not None:
+            from ..core.encoder import encode_in_chunks
+
+            def encode_reporting(texts: list[str]) -> Encoded:
+                return encode_in_chunks(self.encoder.encode, list(texts), progress)
+
+            encode = encode_reporting
         if cache is None:
-            enc = self.encoder.encode(list(queries))
+            enc = encode(list(queries))
         else:
             from ..embcache import encode_cached
 
-            enc, _ = encode_cached(self.encoder.encode, self.artifacts.encoder_dir, queries, cache)
+            enc, _ = encode_cached(encode, self.artifacts.encoder_dir, queries, cache)
         encoded = time.perf_counter()
         keys = explore_keys(queries) if self.cold_ids else None
         preds = self.predict_encoded(enc.embeddings, enc.token_ids, enc.n_tokens, keys)

@@ -93,18 +93,9 @@ def outcome_table(records: Sequence[Record], llm_ids: Sequence[str]) -> OutcomeT
 
 def encode_with_progress(encoder: Encoder, texts: list[str], progress: Progress, chunk: int = 256) -> Encoded:
     """Encode in chunks so a progress bar can move; returns one merged `Encoded`."""
-    from ..core.encoder import Encoded
+    from ..core.encoder import encode_in_chunks
 
-    parts = []
-    for start in range(0, len(texts), chunk):
-        progress("encode", start, len(texts))
-        parts.append(encoder.encode(texts[start:start + chunk]))
-    progress("encode", len(texts), len(texts))
-    return Encoded(
-        embeddings=np.vstack([p.embeddings for p in parts]),
-        token_ids=[t for p in parts for t in p.token_ids],
-        n_tokens=np.concatenate([p.n_tokens for p in parts]),
-    )
+    return encode_in_chunks(encoder.encode, texts, progress, chunk)
 
 
 @dataclass(frozen=True)
