@@ -414,3 +414,45 @@ def test_a_step_that_reports_nothing_still_shows_life(monkeypatch, capsys):
         assert "fitting: 4/4 in " in capsys.readouterr().err
     finally:
         plain.close()
+
+
+@pytest.mark.parametrize("args", [
+    ["train-offline", "{tiny}/train.jsonl", "--catalogue", "{tiny}/models.yaml"],
+    ["add-llm", "x/y", "--input-usd-per-mtok", "1", "--output-usd-per-mtok", "1", "--data", "{tiny}/train.jsonl"],
+    ["evaluate", "{tiny}/train.jsonl", "--sweep", "--baselines-from", "{tiny}/train.jsonl"],
+])
+def test_a_missing_extra_stops_before_any_work(args, tiny, cli, isolated_home, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a))
+    code, out, err = cli(*[a.format(tiny=tiny) for a in args])
+    assert code == 1 and out == ""
+    assert err == "Error: this needs the 'train' extra (sklearn is not installed): python -m pip install -e '.[train]'\n"
+    assert not (isolated_home / "artifacts").exists() and not (isolated_home / "cache").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["route", "hi", "--strict"], "Error: --strict: goes with --jsonl FILE"),
+    (["route", "hi", "--batch-size", "8"], "Error: --batch-size: goes with --jsonl FILE"),
+    (["route", "hi", "--no-queue", "--log-queries"], "Error: --no-queue and --log-queries: a dry run records nothing"),
+    (["evaluate", "{tiny}/train.jsonl", "--lambdas", "8"], "Error: --lambdas, --baselines-from and --plot go with --sweep"),
+    (["evaluate", "{tiny}/train.jsonl", "--no-penalty"], "Error: --no-penalty: goes with a stream replay"),
+    (["evaluate", "{tiny}/train.jsonl", "--max-wait-s", "3"], "Error: --max-wait-s: goes with a stream replay"),
+    (["evaluate", "{tiny}/train.jsonl", "--sweep", "--rate", "5/s", "--strict-wait"],
+     "Error: --sweep and --strict-wait: the sweep replays no hard waiting rule"),
+    (["add-llm", "x/y", "--input-usd-per-mtok", "1", "--output-usd-per-mtok", "1", "--data", "{tiny}/train.jsonl",
+      "--explore-share", "0.2"], "Error: --data and --explore-share: an LLM added with --data is trained"),
+    (["collect", "{tiny}/train.jsonl", "--out", "x.jsonl", "--dry-run", "--update-catalogue"],
+     "Error: --dry-run and --update-catalogue: a dry run measures nothing"),
+])
+def test_conflicting_options_are_usage_errors(args, message, trained_home, tiny, cli):
+    before = sorted(p.name for p in trained_home.iterdir())
+    code, out, err = cli(*[a.format(tiny=tiny) for a in args])
+    assert code == 2 and out == "" and err.startswith(message) and err.count("\n") == 1
+    assert sorted(p.name for p in trained_home.iterdir()) == before  # nothing recorded or written
+
+
+def test_stream_options_with_a_stream_still_run(trained_home, tiny, cli):
+    code, out, _ = cli("evaluate", tiny / "train.jsonl", "--rate", "50/s", "--max-wait-s", "3", "--no-penalty", "--json")
+    assert code == 0 and json.loads(out)["penalty"] is False

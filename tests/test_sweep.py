@@ -81,7 +81,7 @@ def test_sweep_as_a_stream_and_as_a_table(trained_home, tiny, cli):
 
 @pytest.mark.parametrize("args, message", [
     (["--lambdas", "1"], "Error: --lambdas: need at least 2 values"),
-    (["--plot", "x.png"], "Error: --baselines-from and --plot go with --sweep"),
+    (["--plot", "x.png"], "Error: --lambdas, --baselines-from and --plot go with --sweep"),
 ])
 def test_sweep_usage_errors(trained_home, tiny, cli, args, message):
     extra = ["--sweep"] if args[0] == "--lambdas" else []

@@ -89,6 +89,15 @@ def _root(
     """
 
 
+def require_module(name: str) -> None:
+    """Fail before any work (minutes of encoding) when an optional extra's module is missing: the
+    ModuleNotFoundError becomes main's one line naming the extra to install."""
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+
+
 def _tolerance(max_wait_s: float | None) -> float:
     from ..routing.request import default_tolerance
 

@@ -78,6 +78,8 @@ def collect_cmd(
     from ..collect.runner import CollectIncomplete, CollectOptions, collect
     from ..paths import catalogue_path, home_dir
 
+    if dry_run and update_catalogue:
+        raise UsageError("a dry run measures nothing to write into the catalogue", param=("dry_run", "update_catalogue"))
     chosen = [x.strip() for x in llms.split(",") if x.strip()] if llms is not None else None
     options = CollectOptions(
         grader=_grader_spec(grader), judge=judge, max_tokens=max_tokens, max_usd=max_usd, concurrency=concurrency,

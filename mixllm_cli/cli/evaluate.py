@@ -22,6 +22,7 @@ from .app import (
     _progress,
     _tolerance,
     app,
+    require_module,
 )
 
 
@@ -41,11 +42,11 @@ def evaluate_cmd(
     strict_wait: Annotated[bool, typer.Option("--strict-wait", help="Stream: apply the hard waiting rule.")] = False,
     sweep: Annotated[bool, typer.Option("--sweep", help="Sweep λ and report the quality–cost frontier and AIQ.")] = False,
     lambdas: Annotated[
-        int,
+        int | None,
         typer.Option("--lambdas", max=10_000,
                      help="Sweep: λ to start from, log-spaced in [1e-6, 1e6]; up to 4x as many more are added "
-                          "where the curve jumps (1x with --rate)."),
-    ] = 50,
+                          "where the curve jumps (1x with --rate; default 50)."),
+    ] = None,
     baselines_from: Annotated[
         Path | None,
         typer.Option("--baselines-from", help="Sweep: fit the learned baselines on this training split (JSONL)."),
@@ -76,16 +77,28 @@ def evaluate_cmd(
     from ..routing.router import Router
 
     rate_per_s = parse_rate(rate) if rate else None  # a usage error before any loading
-    if not sweep and (baselines_from is not None or plot is not None):
-        raise UsageError("--baselines-from and --plot go with --sweep")
+    if not sweep and (baselines_from is not None or plot is not None or lambdas is not None):
+        raise UsageError("--lambdas, --baselines-from and --plot go with --sweep")
+    if sweep and strict_wait:
+        raise UsageError("the sweep replays no hard waiting rule; drop --strict-wait or --sweep",
+                         param=("sweep", "strict_wait"))
+    if baselines_from is not None:
+        require_module("sklearn")
+    if plot is not None:
+        require_module("matplotlib")
     router = Router.load(home, catalogue)
     records = read_dataset(data, warn=_warn)
+    stream = rate is not None or (not sweep and bool(records) and all(r.arrival_s is not None for r in records))
+    stream_flags = [f for f, given in (("max_wait_s", max_wait_s is not None), ("no_penalty", no_penalty),
+                                       ("strict_wait", strict_wait)) if given]
+    if stream_flags and not stream:
+        raise UsageError("goes with a stream replay: give --rate (or an arrival_s on every line of the data)",
+                         param=stream_flags[0])
     if sweep:
-        _sweep(router, records, str(data), lambdas=lambdas, baselines_from=baselines_from, plot=plot,
+        _sweep(router, records, str(data), lambdas=50 if lambdas is None else lambdas, baselines_from=baselines_from, plot=plot,
                as_json=as_json, cache=_cache(home, no_cache), rate_per_s=rate_per_s,
                tolerance_s=_tolerance(max_wait_s), penalty=not no_penalty, quiet=quiet)
         return
-    stream = rate is not None or (records and all(r.arrival_s is not None for r in records))
     with _progress(quiet) as progress:
         if stream:
             report = evaluate_stream(router, records, rate_per_s=rate_per_s, tolerance_s=_tolerance(max_wait_s),

@@ -30,7 +30,9 @@ def route_cmd(
     lam: LambdaOpt = None,
     as_json: JsonOpt = False,
     strict: Annotated[bool, typer.Option("--strict", help="With --jsonl: stop at the first bad line.")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="With --jsonl: lines encoded together.")] = 64,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, max=4096, help="With --jsonl: lines encoded together (64).")
+    ] = None,
     max_wait_s: Annotated[
         float | None,
         typer.Option("--max-wait-s", min=0.0, help="Waiting-time tolerance τ in seconds (default $MIXLLM_MAX_WAIT_S or 30)."),
@@ -59,6 +61,11 @@ def route_cmd(
 
     if (query is None) == (jsonl is None):
         raise UsageError("give either a QUERY or --jsonl FILE, not both and not neither")
+    if jsonl is None and (strict or batch_size is not None):
+        raise UsageError("goes with --jsonl FILE (a single QUERY has no lines)", param="strict" if strict else "batch_size")
+    if no_queue and log_queries:
+        raise UsageError("a dry run records nothing, so there is no query to log", param=("no_queue", "log_queries"))
+    batch_size = 64 if batch_size is None else batch_size
     policy = WaitPolicy.default(max_wait_s, strict=strict_wait)
     state = None if no_queue else open_store(home)  # $MIXLLM_STORE, else <home>/state.sqlite3
     router = Router.load(home, catalogue, store=state)

@@ -16,6 +16,7 @@ from .app import (
     _cache,
     _progress,
     app,
+    require_module,
 )
 
 # The endpoint flags `add-llm` and `set-endpoint` share (catalogue fields base_url, api_key_env,
@@ -70,6 +71,7 @@ def train_offline_cmd(
         raise UsageError(f"--quality-head: unknown family '{quality_head}'; choose one of: {', '.join(QUALITY_FAMILIES)}")
     if length_head not in LENGTH_FAMILIES:
         raise UsageError(f"--length-head: unknown family '{length_head}'; choose one of: {', '.join(LENGTH_FAMILIES)}")
+    require_module("sklearn")
     cat = load_catalogue(catalogue_path(home, catalogue))
     with _progress(quiet) as progress:
         report = train_offline(data, cat, home_artifacts_dir(home), shipped_artifacts_dir() / "encoder",
@@ -98,8 +100,9 @@ def add_llm_cmd(
     ] = None,
     slots: Annotated[int | None, typer.Option("--slots", help="Concurrent requests (default 4).")] = None,
     explore_share: Annotated[
-        float, typer.Option("--explore-share", help="Without --data: the share of queries a cold LLM may be offered.")
-    ] = 0.05,
+        float | None,
+        typer.Option("--explore-share", help="Without --data: the share of queries a cold LLM may be offered (0.05)."),
+    ] = None,
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = None,
     upstream_model: UpstreamModelOpt = None,
@@ -116,8 +119,14 @@ def add_llm_cmd(
     from .. import output
     from ..training.pool import add_llm, llm_from_options
 
+    if data is not None and explore_share is not None:
+        raise UsageError("an LLM added with --data is trained, not cold: it has no exploration share",
+                         param=("data", "explore_share"))
+    explore_share = 0.05 if explore_share is None else explore_share
     llm = llm_from_options(llm_id, name, input_usd_per_mtok, output_usd_per_mtok, ttft_ms, output_tokens_per_s, slots,
                            base_url=base_url, api_key_env=api_key_env, upstream_model=upstream_model)
+    if data is not None:
+        require_module("sklearn")
     with _progress(quiet) as progress:
         report = add_llm(llm, data, home=home, explore_share=explore_share, progress=progress)
     for warning in report.pop("warnings"):
@@ -144,6 +153,7 @@ def fit_llm_cmd(
     from .. import output
     from ..training.pool import fit_llm_heads
 
+    require_module("sklearn")
     with _progress(quiet) as progress:
         report = fit_llm_heads(llm_id, data, home=home, progress=progress)
     for warning in report.pop("warnings", []):
