@@ -70,3 +70,41 @@ def test_cli_route_on_the_shipped_default(tmp_path):
                            "--json"], capture_output=True, text=True, env=env, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["choice"] == GOLDEN_CHOICE
+
+
+def test_add_llm_over_the_shipped_training_queries_encodes_nothing(tmp_path, monkeypatch, cli):
+    """The shipped training rows seed a fresh home's embedding cache (embcache): an LLM added with
+    outcomes on the default's own training queries trains without running the encoder once, and
+    on the very vectors the encoder gives (float32, as encoded)."""
+    from mixllm_cli.core.encoder import Encoder
+    from mixllm_cli.training_rows import load_seed_rows
+
+    seeds = load_seed_rows(shipped_artifacts_dir() / "training_rows.npz")
+    assert seeds is not None and len(seeds.query_sha256) == 2225
+    monkeypatch.setenv("MIXLLM_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MIXLLM_DEFAULT_ARTIFACTS", raising=False)
+    data = tmp_path / "new-llm.jsonl"
+    with (REPO_ROOT / "examples" / "claude-v1.jsonl").open() as src, data.open("w") as dst:
+        for line in src:
+            row = json.loads(line)
+            row["outcomes"] = {"my/new-llm": row["outcomes"]["claude-v1"]}
+            dst.write(json.dumps(row) + "\n")
+    fresh = Encoder.from_dir(shipped_artifacts_dir() / "encoder").encode([row["query"] for row in map(
+        json.loads, data.read_text().splitlines()[:3])])
+
+    def refuse(self, texts, *args, **kwargs):
+        raise AssertionError(f"the encoder ran on {len(texts)} texts")
+
+    monkeypatch.setattr(Encoder, "encode", refuse)
+    code, out, err = cli("add-llm", "my/new-llm", "--input-usd-per-mtok", "1", "--output-usd-per-mtok", "2",
+                         "--data", data)
+    assert code == 0, err
+    assert json.loads(out)["status"] == "trained"
+    monkeypatch.undo()
+    from mixllm_cli.embcache import QueryCache, encoder_identity, query_key, text_sha256
+
+    ident = encoder_identity(shipped_artifacts_dir() / "encoder")
+    first = json.loads(data.read_text().splitlines()[0])["query"]
+    with QueryCache(tmp_path / "home" / "cache" / "embeddings") as cache:
+        (vec, _), = cache.get([query_key(ident, text_sha256(first))]).values()
+    np.testing.assert_allclose(vec, fresh.embeddings[0], atol=2e-6)  # another CPU's kernels round differently

@@ -62,6 +62,7 @@ def train_offline_cmd(
     """
     from .. import output
     from ..catalogue import load_catalogue
+    from ..embcache import default_seeds
     from ..paths import catalogue_path, home_artifacts_dir, shipped_artifacts_dir
     from ..training.fitters import LENGTH_FAMILIES, QUALITY_FAMILIES
     from ..training.pipeline import TAGS_DEFAULT, train_offline
@@ -77,6 +78,7 @@ def train_offline_cmd(
         report = train_offline(data, cat, home_artifacts_dir(home), shipped_artifacts_dir() / "encoder",
                                families={"quality": quality_head, "length": length_head}, seed=seed,
                                progress=progress, cache=_cache(home, no_cache),
+                               seed_rows=() if no_cache else default_seeds(home),
                                tags=TAGS_DEFAULT if tags is None else tags)
     kept = None if catalogue is None else keep_catalogue(catalogue, cat, home)  # only after the set is published
     output.training_summary(report)

@@ -215,9 +215,10 @@ class Router:
         if cache is None:
             enc = encode(list(queries))
         else:
-            from ..embcache import encode_cached
+            from ..embcache import encode_cached, seeds_for_set
 
-            enc, _ = encode_cached(encode, self.artifacts.encoder_dir, queries, cache)
+            enc, _ = encode_cached(encode, self.artifacts.encoder_dir, queries, cache,
+                                   seed_rows=seeds_for_set(self.artifacts.path))
         encoded = time.perf_counter()
         keys = explore_keys(queries) if self.cold_ids else None
         preds = self.predict_encoded(enc.embeddings, enc.token_ids, enc.n_tokens, keys)

@@ -21,12 +21,13 @@ import numpy as np
 from .. import __version__
 from ..artifacts import write_llm_heads
 from ..core.features import FeatureSpec, build_features, fit_feature_spec
-from ..core.heads import LENGTH, QUALITY
+from ..core.heads import LENGTH, QUALITY, RIDGE_ALPHA, Head
+from ..embcache import encoder_identity, text_sha256
 from ..errors import DataError
 from ..files import publish_dir, sha256_file, staging_dir
 from ..manifest import DataFile, EncoderEntry, FeaturesFile, FileEntry, LLMHeadsEntry, Manifest, PresetEntry, RowsFile
 from ..training_rows import TrainingRows, save_training_rows
-from .fitters import DEFAULT_FAMILIES, fit_llm, fold_ids, out_of_fold
+from .fitters import DEFAULT_FAMILIES, FittedLLM, fit_llm, fold_ids, out_of_fold
 from .presets import Calibration, calibrate_presets, cost_shares
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 TRAINING_ROWS = "training_rows.npz"
 PROJECTION = "projection.npz"
 FEATURES = "features.npz"
+FIT_THREADS = 2  # heads fitted at once (2 cores here; more threads than cores only add switching)
 # Train the tag-enhanced embedding by default? Decided by benchmarks/tags_study.py (docs/TAGS.md).
 TAGS_DEFAULT = False
 
@@ -130,6 +132,7 @@ def train_offline(
     cache: Path | None = None,
     tags: bool = TAGS_DEFAULT,
     tag_settings: TagSettings | None = None,
+    seed_rows: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """Train a complete artifact set from a routing dataset and publish it atomically at `out_dir`;
     `cache` is an embedding-cache folder (embcache) or None. With `tags`, the tag pipeline
@@ -143,7 +146,7 @@ def train_offline(
     families = {**DEFAULT_FAMILIES, **(families or {})}
     data_path, encoder_dir, out_dir = Path(data_path), Path(encoder_dir), Path(out_dir)
     inputs = encode(data_path, catalogue, encoder_dir, n_buckets=n_buckets, cache=cache, tags=tags,
-                    tag_settings=tag_settings, seed=seed, progress=progress)
+                    tag_settings=tag_settings, seed=seed, progress=progress, seed_rows=seed_rows)
     staging = staging_dir(out_dir)
     try:
         heads, oof_quality, oof_length = fit(inputs, families, staging, folds=folds, seed=seed, progress=progress)
@@ -183,7 +186,8 @@ def _too_few(data_path: Path, table: OutcomeTable) -> list[str]:
 
 
 def encode(data_path: Path, catalogue: Catalogue, encoder_dir: Path, *, n_buckets: int, cache: Path | None,
-           tags: bool, tag_settings: TagSettings | None, seed: int, progress: Progress) -> Inputs:
+           tags: bool, tag_settings: TagSettings | None, seed: int, progress: Progress,
+           seed_rows: Sequence[Path] = ()) -> Inputs:
     """Read the outcomes of the catalogue's LLMs, encode the queries (through `cache`), fit the tag
     projection when asked and the lexical feature spec (none when `n_buckets` is 0)."""
     from ..core.encoder import Encoder
@@ -199,7 +203,7 @@ def encode(data_path: Path, catalogue: Catalogue, encoder_dir: Path, *, n_bucket
     warnings += _too_few(data_path, table)
     encoder = Encoder.from_dir(encoder_dir)
     enc, _ = encode_cached(lambda texts: encode_with_progress(encoder, texts, progress), encoder_dir,
-                           table.queries, cache)
+                           table.queries, cache, seed_rows=seed_rows)
     tag_run = None
     emb = enc.embeddings
     if tags:
@@ -211,6 +215,8 @@ def encode(data_path: Path, catalogue: Catalogue, encoder_dir: Path, *, n_bucket
                                    seed=seed)
         emb = tag_run.model.projection.apply(enc.embeddings)
         progress("tags", 1, 1)
+    del encoder, records
+    release_memory()  # the encoder's working memory, before the heads need theirs (peak RSS)
     spec = fit_feature_spec(enc.token_ids, n_buckets) if n_buckets else None
     mean_cost = np.nanmean(table.cost_usd, axis=0)
     ref = int(np.nanargmax(mean_cost))
@@ -220,25 +226,71 @@ def encode(data_path: Path, catalogue: Catalogue, encoder_dir: Path, *, n_bucket
 
 def fit(inputs: Inputs, families: Mapping[str, str], staging: Path, *, folds: int, seed: int,
         progress: Progress) -> tuple[dict[str, LLMHeadsEntry], np.ndarray, np.ndarray]:
-    """Fit every LLM's heads and A⁻¹ on all rows and write them into `staging` as they come (only one
-    LLM's heads in memory at a time); returns their manifest entries and the out-of-fold quality and
-    length predictions (rows × LLMs, 0 where the outcome is missing) the presets are calibrated on."""
+    """Fit every LLM's heads and A⁻¹ on all rows and write them into `staging` as they come; returns
+    their manifest entries and the out-of-fold quality and length predictions (rows × LLMs, 0 where
+    the outcome is missing) the presets are calibrated on.
+
+    Ridge length heads come from one Gram matrix per set of rows (training/ridge.py); the LLMs'
+    other heads are fitted on up to FIT_THREADS threads (BLAS and scikit-learn's solvers release
+    the GIL; every fit is independent and seeded, so the result does not depend on the order)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     table, x = inputs.table, inputs.x
     n, m = len(table.ids), len(table.llm_ids)
     fold = fold_ids(n, folds, seed)
     oof_quality, oof_length = np.zeros((n, m)), np.zeros((n, m))
+    lengths: list[Head | None] = [None] * m
+    if families[LENGTH] == "ridge":
+        from .ridge import length_heads
+
+        progress("heads", 0, m)
+        fitted_lengths, oof_length = length_heads(x, table.response_tokens, fold, RIDGE_ALPHA)
+        lengths = list(fitted_lengths)
     entries: dict[str, LLMHeadsEntry] = {}
     (staging / "heads").mkdir()
-    for j, llm in enumerate(table.llm_ids):
-        progress("heads", j, m)
+
+    def one(j: int) -> tuple[FittedLLM, np.ndarray, np.ndarray | None]:
         yq, ylen = table.quality[:, j], table.response_tokens[:, j]
-        fitted = fit_llm(families, x, inputs.emb, yq, ylen, seed)
-        oof_quality[:, j] = out_of_fold(families[QUALITY], QUALITY, x, yq, fold, seed)
-        oof_length[:, j] = out_of_fold(families[LENGTH], LENGTH, x, ylen, fold, seed)
-        entries[llm] = write_llm_heads(staging, llm, fitted.heads, mean_quality=fitted.mean_quality,
-                                       mean_length=fitted.mean_length, n_rows=fitted.n_rows)
+        fitted = fit_llm(families, x, inputs.emb, yq, ylen, seed, length=lengths[j])
+        oof_q = out_of_fold(families[QUALITY], QUALITY, x, yq, fold, seed)
+        oof_len = None if lengths[j] is not None else out_of_fold(families[LENGTH], LENGTH, x, ylen, fold, seed)
+        return fitted, oof_q, oof_len
+
+    with ThreadPoolExecutor(max_workers=fit_threads()) as pool:
+        for j, (fitted, oof_q, oof_len) in enumerate(pool.map(one, range(m))):
+            llm = table.llm_ids[j]
+            progress("heads", j, m)
+            oof_quality[:, j] = oof_q
+            if oof_len is not None:
+                oof_length[:, j] = oof_len
+            entries[llm] = write_llm_heads(staging, llm, fitted.heads, mean_quality=fitted.mean_quality,
+                                           mean_length=fitted.mean_length, n_rows=fitted.n_rows)
     progress("heads", m, m)
     return entries, np.nan_to_num(oof_quality, nan=0.0), np.nan_to_num(oof_length, nan=0.0)
+
+
+def release_memory() -> None:
+    """Hand freed memory back to the system: onnxruntime's buffers, once the encoder is dropped, stay
+    in the C heap's free lists otherwise, and the fitting that follows would add to them."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the memory is reused by the process, only not returned
+
+
+def fit_threads() -> int:
+    """Threads fitting heads at once: the CPUs this process may use, at most FIT_THREADS."""
+    import os
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    return max(1, min(FIT_THREADS, usable))
 
 
 def calibrate(inputs: Inputs, oof_quality: np.ndarray, oof_length: np.ndarray,
@@ -284,7 +336,8 @@ def publish(inputs: Inputs, manifest: Manifest, staging: Path, out_dir: Path, en
     # projection is applied when they are read), token ids and outcomes.
     save_training_rows(staging / TRAINING_ROWS, TrainingRows(
         llm_ids=table.llm_ids, embeddings=enc.embeddings, token_ids=enc.token_ids,
-        quality=table.quality, response_tokens=table.response_tokens))
+        quality=table.quality, response_tokens=table.response_tokens,
+        query_sha256=[text_sha256(q) for q in table.queries], encoder=encoder_identity(encoder_dir)))
     manifest = replace(manifest, training_rows=RowsFile.of(staging, TRAINING_ROWS, llms=table.llm_ids))
     if inputs.tag_run is not None:
         np.savez(staging / PROJECTION, allow_pickle=False, **inputs.tag_run.model.to_arrays())

@@ -316,7 +316,7 @@ def _fit_heads(llm: LLM, data: Path, home: Path | str | None, progress: Progress
     from ..core.encoder import Encoder
     from ..core.features import build_features
     from ..dataset import read_dataset
-    from ..embcache import cache_dir, encode_cached
+    from ..embcache import cache_dir, encode_cached, encoder_identity, seeds_for_set, text_sha256
     from ..paths import active_artifacts_dir
     from .fitters import fit_llm
     from .pipeline import encode_with_progress, outcome_table
@@ -338,7 +338,7 @@ def _fit_heads(llm: LLM, data: Path, home: Path | str | None, progress: Progress
     t0 = time.perf_counter()
     encoder = Encoder.from_dir(base.encoder_dir)
     enc, _ = encode_cached(lambda texts: encode_with_progress(encoder, texts, progress or (lambda *_: None)),
-                           base.encoder_dir, table.queries, cache_dir(home))
+                           base.encoder_dir, table.queries, cache_dir(home), seed_rows=seeds_for_set(base.path))
     report["seconds_embedding"] = round(time.perf_counter() - t0, 3)
 
     t1 = time.perf_counter()
@@ -346,7 +346,8 @@ def _fit_heads(llm: LLM, data: Path, home: Path | str | None, progress: Progress
     x = build_features(emb, enc.token_ids, base.features)
     fitted = fit_llm(base.manifest.families, x, emb, table.quality[:, 0], table.response_tokens[:, 0])
     rows = TrainingRows(llm_ids=[llm.id], embeddings=enc.embeddings, token_ids=enc.token_ids,
-                        quality=table.quality, response_tokens=table.response_tokens)
+                        quality=table.quality, response_tokens=table.response_tokens,
+                        query_sha256=[text_sha256(q) for q in table.queries], encoder=encoder_identity(base.encoder_dir))
     report["seconds_fit"] = round(time.perf_counter() - t1, 3)
     report["outcomes"] = len(records)
     report["outcomes_with_quality"] = int(has_q.sum())

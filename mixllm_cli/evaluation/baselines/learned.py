@@ -16,8 +16,6 @@ from ..frontier import lambda_grid
 from .base import Baseline, Outcome, trade_picks
 
 if TYPE_CHECKING:
-    from sklearn.linear_model import Ridge
-
     from ...core.heads import Head
 
 CHEAP_SHARE = 0.10  # the threshold router's weak LLM costs at most this share of the strong one's mean cost
@@ -28,15 +26,20 @@ KNN_K = 40
 
 
 def _fit_quality_heads(family: str, x: np.ndarray, q: np.ndarray, seed: int) -> list[Head]:
-    """One mixllm quality head per LLM, fitted on the rows where its quality is known."""
+    """One mixllm quality head per LLM, fitted on the rows where its quality is known, on up to
+    `fit_threads()` threads (each fit is independent and seeded: the heads do not depend on it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from ...core.heads import QUALITY
     from ...training.fitters import fit_head
+    from ...training.pipeline import fit_threads
 
-    heads = []
-    for j in range(q.shape[1]):
+    def one(j: int) -> Head:
         known = ~np.isnan(q[:, j])
-        heads.append(fit_head(family, QUALITY, x[known], q[known, j], seed=seed))
-    return heads
+        return fit_head(family, QUALITY, x if known.all() else x[known], q[known, j], seed=seed)
+
+    with ThreadPoolExecutor(max_workers=fit_threads()) as pool:
+        return list(pool.map(one, range(q.shape[1])))
 
 
 class PredictiveRouter(Baseline):
@@ -136,20 +139,30 @@ class LinearBandit(Baseline):
         return 1.0 / lambda_grid(50)
 
     def fit(self, x: np.ndarray | None, quality: np.ndarray, cost_usd: np.ndarray) -> LinearBandit:
-        from sklearn.linear_model import Ridge
+        """scikit-learn's Ridge(alpha) per LLM on (quality, normalised cost), solved for every LLM
+        whose quality is known on the same rows at once from one Gram matrix (training/ridge.py)."""
+        from ...training.ridge import RidgeRows
 
         q, c = self._fit_stats(x, quality, cost_usd)
-        xa = np.asarray(self.features(x), dtype=np.float64)
-        self.models: list[Ridge] = []
+        xa = np.asarray(self.features(x))
+        known = ~np.isnan(q)
+        self.coef = np.zeros((xa.shape[1], self.m, 2))
+        self.intercept = np.zeros((self.m, 2))
+        groups: dict[bytes, list[int]] = {}
         for j in range(self.m):
-            known = ~np.isnan(q[:, j])
-            targets = np.stack([q[known, j], c[known, j] / self.cost_scale], axis=1)
-            self.models.append(Ridge(alpha=self.alpha).fit(xa[known], targets))
+            groups.setdefault(np.packbits(known[:, j]).tobytes(), []).append(j)
+        for cols in groups.values():
+            rows, at = np.flatnonzero(known[:, cols[0]]), np.asarray(cols)
+            targets = np.concatenate([q[np.ix_(rows, at)], c[np.ix_(rows, at)] / self.cost_scale], axis=1)
+            coef, intercept = RidgeRows(xa, rows, self.alpha).fit(np.ones(len(rows), bool), targets)
+            k = len(cols)
+            self.coef[:, cols, 0], self.coef[:, cols, 1] = coef[:, :k], coef[:, k:]
+            self.intercept[cols, 0], self.intercept[cols, 1] = intercept[:k], intercept[k:]
         return self
 
     def route(self, x: np.ndarray, params: np.ndarray) -> list[np.ndarray]:
         xa = np.asarray(x, dtype=np.float64)
-        pred = np.stack([mdl.predict(xa) for mdl in self.models], axis=1)  # (n, m, 2)
+        pred = np.einsum("nd,dmt->nmt", xa, self.coef) + self.intercept  # (n, m, 2)
         q_hat, c_hat = pred[:, :, 0], pred[:, :, 1]
         out = []
         for p in params:
