@@ -17,8 +17,14 @@ as they are.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import json
+import os
 import re
+import shutil
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +32,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .core.encoder import GRAPH_DATA_FILE, MODEL_FILE
 from .core.features import FeatureSpec
 from .core.heads import LENGTH, QUALITY, Head
 from .core.projection import Projection, transform_embeddings
 from .errors import ArtifactError
+from .files import atomic_write_bytes, dump_json, publish_dir, sha256_file, staging_dir
 from .manifest import (
     MANIFEST,
     AinvFile,
@@ -120,6 +128,12 @@ class ArtifactSet:
     cost_scale_usd: float
     reference_llm: str
     tag_model: TagModel | None = None  # only in sets trained with tags
+    encoder_cache: Path | None = None  # <home>/cache/encoder when loaded with one (`load_artifact_set`)
+
+    def graph_cache(self) -> GraphCache | None:
+        """Where the encoder's optimised graph is kept between processes, if this set was loaded with a cache."""
+        sha = self.manifest.encoder.files.get(MODEL_FILE)
+        return None if self.encoder_cache is None or sha is None else GraphCache(self.encoder_cache, sha)
 
     @property
     def projection(self) -> Projection | None:
@@ -132,8 +146,12 @@ class ArtifactSet:
         return transform_embeddings(self.projection, encoder_embeddings)
 
 
-def load_artifact_set(set_dir: Path, llm_ids: list[str] | None = None) -> ArtifactSet:
-    """Load the manifest and the heads of `llm_ids` (all listed when None), verifying each file."""
+def load_artifact_set(set_dir: Path, llm_ids: list[str] | None = None, *, cache: Path | None = None) -> ArtifactSet:
+    """Load the manifest and the heads of `llm_ids` (all listed when None), verifying each file.
+
+    `cache` (`encoder_cache_dir(home)`): the encoder's files are checked with stamps
+    (`verify_stamped`) and its optimised graph is kept there (`ArtifactSet.graph_cache`).
+    """
     manifest = Manifest.read(set_dir)
     wanted = list(manifest.heads) if llm_ids is None else llm_ids
     features = _load_features(set_dir, manifest.features)
@@ -148,13 +166,14 @@ def load_artifact_set(set_dir: Path, llm_ids: list[str] | None = None) -> Artifa
         path=set_dir,
         cold=cold,
         manifest=manifest,
-        encoder_dir=_encoder_dir(set_dir, manifest),
+        encoder_dir=_encoder_dir(set_dir, manifest, cache),
         features=features,
         heads=heads,
         presets=_presets(manifest.presets),
         cost_scale_usd=float(manifest.cost_scale_usd),
         reference_llm=manifest.reference_llm,
         tag_model=tag_model,
+        encoder_cache=cache,
     )
 
 
@@ -203,7 +222,7 @@ def _load_heads(set_dir: Path, entries: Mapping[str, LLMHeadsEntry], llm_ids: Co
     return heads
 
 
-def _encoder_dir(set_dir: Path, manifest: Manifest) -> Path:
+def _encoder_dir(set_dir: Path, manifest: Manifest, cache: Path | None = None) -> Path:
     """The set's own encoder, or the shipped one when the set reuses it (same sha256)."""
     files = manifest.encoder.files
     if not files:
@@ -211,7 +230,7 @@ def _encoder_dir(set_dir: Path, manifest: Manifest) -> Path:
     for candidate in (set_dir / "encoder", shipped_artifacts_dir() / "encoder"):
         if all((candidate / name).is_file() for name in files):
             for name, sha in files.items():
-                verify(candidate, name, sha)
+                verify_stamped(candidate, name, sha, cache)
             return candidate
     raise ArtifactError(f"{set_dir / 'encoder'}: encoder files missing ({', '.join(sorted(files))})")
 
@@ -276,3 +295,139 @@ def load_head(path: Path) -> Head:
     if not isinstance(head, Head):
         raise ArtifactError(f"{path}: not a mixllm head (got {type(head).__name__})")
     return head
+
+
+# ---------------------------------------------------------------- the encoder's cache (per user)
+#
+# A cold `mixllm route` spent more time creating the ONNX session (optimising the graph) and
+# hashing the 23 MB model than encoding. Both are cached per user, not per home: the optimised
+# graph (~55 MB) depends on the model, onnxruntime and the CPU, never on the home, so every home
+# shares one copy. Both fall back to the full path when anything is off; deleting the folder is
+# always safe (docs/STARTUP.md).
+
+ENCODER_CACHE_ENV = "MIXLLM_ENCODER_CACHE"  # a folder, or "off"
+STAMPS = "stamps.json"
+GRAPH_META = "graph.json"
+GRAPH_FORMAT = 1
+RACY_NS = 2_000_000_000  # a file changed this recently is not stamped: file times are coarse
+
+
+def encoder_cache_dir(home: Path | str | None = None) -> Path | None:
+    """Where the optimised encoder graphs and the stamps of checked files are kept:
+    `$MIXLLM_ENCODER_CACHE`, else `$XDG_CACHE_HOME/mixllm/encoder` (`~/.cache/mixllm/encoder`);
+    None with MIXLLM_ENCODER_CACHE=off. `home` is not used (kept for callers that pass one)."""
+    raw = os.environ.get(ENCODER_CACHE_ENV, "").strip()
+    if raw.lower() in ("off", "0", "no"):
+        return None
+    if raw:
+        return Path(raw).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(base) if base else Path.home() / ".cache") / "mixllm" / "encoder"
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _identity(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def verify_stamped(folder: Path, rel: str, sha256: str, cache: Path | None) -> Path:
+    """`manifest.verify`, without reading the file again while it is unchanged since it last matched.
+
+    A match is stamped in `cache/stamps.json` with the file's size, mtime, ctime, inode and device
+    (as git's index does); a file with that same identity is not hashed again. Any write, rename,
+    copy over or `touch` moves the ctime, which no program can set back. Nothing is stamped for a
+    file changed less than RACY_NS before its check, nor without a (writable) `cache`.
+    """
+    path = folder / rel
+    if cache is None:
+        return verify(folder, rel, sha256)
+    try:
+        st = path.stat()
+    except OSError:
+        return verify(folder, rel, sha256)  # says what is missing
+    key, mark = str(path.resolve()), [sha256, *_identity(st)]
+    stamps = _read_json(cache / STAMPS)
+    if stamps.get(key) == mark:
+        return path
+    verify(folder, rel, sha256)
+    if time.time_ns() - st.st_ctime_ns > RACY_NS:
+        stamps[key] = mark
+        with contextlib.suppress(OSError):  # a read-only home only loses the speed-up
+            atomic_write_bytes(cache / STAMPS, dump_json(stamps))
+    return path
+
+
+@functools.cache
+def cpu_signature() -> str:
+    """What a fully optimised graph may depend on: the machine type and the CPU's feature flags."""
+    flags = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith(("flags", "Features")):  # x86, arm
+                flags = line.partition(":")[2]
+                break
+    text = f"{os.uname().machine if hasattr(os, 'uname') else os.name}|{' '.join(sorted(flags.split()))}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class GraphCache:
+    """Optimised copies of one encoder model (`core.encoder.GraphCache`).
+
+    Each copy is a folder `<cache>/graph-<key>/`: ORT's fully optimised `model.onnx`, its
+    weights `model.data`, and `graph.json` naming the source model's sha256, onnxruntime's
+    version, the CPU (`cpu_signature`: the full optimisation level may pick CPU-specific
+    layouts) and each file's sha256, all checked before the copy is loaded. A copy that is
+    missing or fails a check is ignored, and replaced by the next session made from the model.
+    """
+
+    folder: Path
+    source_sha256: str
+
+    def _fields(self, runtime: str) -> dict[str, object]:
+        return {"format": GRAPH_FORMAT, "source_sha256": self.source_sha256, "onnxruntime": runtime,
+                "cpu": cpu_signature()}
+
+    def entry(self, runtime: str) -> Path:
+        """The folder of the copy for this model, runtime and CPU."""
+        key = hashlib.sha256(json.dumps(self._fields(runtime), sort_keys=True).encode()).hexdigest()[:16]
+        return self.folder / f"graph-{key}"
+
+    def find(self, runtime: str) -> Path | None:
+        fields, entry = self._fields(runtime), self.entry(runtime)
+        meta = _read_json(entry / GRAPH_META)
+        files = meta.get("files")
+        if any(meta.get(k) != v for k, v in fields.items()) or not isinstance(files, dict) \
+                or sorted(files) != sorted((MODEL_FILE, GRAPH_DATA_FILE)):
+            return None
+        try:
+            for name, sha in files.items():
+                verify_stamped(entry, name, str(sha), self.folder)
+        except (ArtifactError, OSError):
+            return None
+        return entry / MODEL_FILE
+
+    def new_target(self, runtime: str) -> Path | None:
+        try:
+            return staging_dir(self.entry(runtime)) / MODEL_FILE
+        except OSError:  # a read-only home: no copy, the session is made as before
+            return None
+
+    def publish(self, target: Path, runtime: str) -> None:
+        staging = target.parent
+        try:
+            files = {name: sha256_file(staging / name) for name in (MODEL_FILE, GRAPH_DATA_FILE)}
+            atomic_write_bytes(staging / GRAPH_META, dump_json({**self._fields(runtime), "files": files}))
+            publish_dir(staging, self.entry(runtime))
+        except OSError:  # e.g. another process published the same copy first
+            self.discard(target)
+
+    def discard(self, target: Path) -> None:
+        shutil.rmtree(target.parent, ignore_errors=True)

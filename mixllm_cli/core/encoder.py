@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ArtifactError, UsageError
 
@@ -27,10 +27,34 @@ if TYPE_CHECKING:
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
-SPIN_ENV = "MIXLLM_ENCODER_SPIN"  # "0": encoder threads sleep between batches instead of spinning
+SPIN_ENV = "MIXLLM_ENCODER_SPIN"  # "1": encoder threads busy-wait between runs (default: they sleep)
 THREADS_ENV = "MIXLLM_THREADS"
 OUTPUT_NAME = "embedding"
 _REBUILD_HINT = "rebuild it with `python tools/build_encoder.py`"
+# ORT writes the optimised graph's weights (~55 MB for the shipped model: its int8 weights folded
+# to fp32) beside the graph, in this file, which is memory-mapped when the graph is loaded.
+GRAPH_DATA_FILE = "model.data"
+
+
+class GraphCache(Protocol):
+    """Where an optimised copy of the model is kept between processes (`artifacts.GraphCache`).
+
+    ORT spends most of a session's creation optimising the graph (folding the int8 weights to
+    fp32, fusing attention and layer norms); a copy saved once loads with optimisation off, and
+    computes the same vectors: the same graph runs the same kernels.
+    """
+
+    def find(self, runtime: str) -> Path | None:
+        """A verified optimised graph for `runtime` (the onnxruntime version), or None."""
+
+    def new_target(self, runtime: str) -> Path | None:
+        """Where to write a new optimised graph (a file in a private folder), or None (read-only)."""
+
+    def publish(self, target: Path, runtime: str) -> None:
+        """Keep the graph just written at `target`; never raises (the cache only saves time)."""
+
+    def discard(self, target: Path) -> None:
+        """Remove what a failed attempt left at `target`; never raises."""
 
 
 @dataclass(frozen=True)
@@ -117,11 +141,87 @@ def plan_batches(sorted_lengths: Sequence[int], max_batch: int,
     return runs[::-1]
 
 
+# Where the kernel exposes cgroups (a container's CPU quota); tests point it at a temp folder.
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+MAX_THREADS = 4  # more buys little for a 6-layer model and starves the rest of the process
+
+
+def _read_ints(path: Path) -> list[int] | None:
+    """The whitespace-separated numbers of a cgroup file ('max' counts as -1), or None if unreadable."""
+    try:
+        words = path.read_text().split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        return [-1 if w == "max" else int(w) for w in words]
+    except ValueError:
+        return None
+
+
+def _quota_cpus(quota: int, period: int) -> int | None:
+    """CPUs a CFS quota allows (rounded up: 1.5 CPUs can keep 2 threads busy half the time)."""
+    if quota <= 0 or period <= 0:
+        return None
+    return max(1, -(-quota // period))
+
+
+def _cgroup_dirs(proc_cgroup: Path) -> dict[str, list[str]]:
+    """The process's cgroup path per hierarchy ('' for v2, else the v1 controller list)."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return {}
+    out: dict[str, list[str]] = {}
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            # The process's own cgroup and every ancestor up to the root: a parent's quota binds too.
+            rel, chain = parts[2].strip("/"), []
+            while rel:
+                chain.append(rel)
+                rel = rel.rpartition("/")[0]
+            out[parts[1]] = [*chain, ""]
+    return out
+
+
+def cgroup_cpu_limit(root: Path | None = None, proc_cgroup: Path | None = None) -> int | None:
+    """The CPU quota of the process's cgroup and its ancestors (v2 `cpu.max`, v1
+    `cpu.cfs_quota_us`), in whole CPUs rounded up, or None when there is none (or the files cannot
+    be read). `root` and `proc_cgroup` default to CGROUP_ROOT and PROC_CGROUP."""
+    root = CGROUP_ROOT if root is None else root
+    limits: list[int] = []
+    dirs = _cgroup_dirs(PROC_CGROUP if proc_cgroup is None else proc_cgroup)
+    for rel in dirs.get("", [""]):
+        values = _read_ints(root / rel / "cpu.max")
+        if values is not None and len(values) == 2 and (n := _quota_cpus(*values)):
+            limits.append(n)
+    v1 = next((chain for ctl, chain in dirs.items() if "cpu" in ctl.split(",")), [""])
+    for mount in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+        for rel in v1:
+            folder = root / mount / rel
+            quota, period = _read_ints(folder / "cpu.cfs_quota_us"), _read_ints(folder / "cpu.cfs_period_us")
+            if quota and period and (n := _quota_cpus(quota[0], period[0])):
+                limits.append(n)
+    return min(limits) if limits else None
+
+
+def usable_cpus(root: Path | None = None, proc_cgroup: Path | None = None) -> int:
+    """CPUs this process may really use: its affinity mask (taskset, cpuset), capped by a cgroup
+    CPU quota (docker --cpus, a Kubernetes limit); os.cpu_count() counts the whole machine."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        n = os.cpu_count() or 1
+    limit = cgroup_cpu_limit(root, proc_cgroup)
+    return max(1, n if limit is None else min(n, limit))
+
+
 def _thread_count() -> int:
+    """Encoder threads: $MIXLLM_THREADS, else min(MAX_THREADS, usable_cpus())."""
     raw = os.environ.get(THREADS_ENV)
     if raw is None or raw.strip() == "":
-        # More than 4 threads buys little for a 6-layer model and starves the rest of the CLI.
-        return min(4, os.cpu_count() or 1)
+        return min(MAX_THREADS, usable_cpus())
     try:
         value = int(raw)
     except ValueError:
@@ -131,6 +231,18 @@ def _thread_count() -> int:
     return value
 
 
+def _spinning() -> bool:
+    """Whether the encoder's worker threads busy-wait for more work: only with $MIXLLM_ENCODER_SPIN=1.
+
+    A spinning worker holds its core after every parallel step. When another process (or the
+    server's own event loop) wants that core, the two take turns and every step waits for the
+    slower: with one of 2 cores busy, 2 spinning threads routed at p50 34 ms against 11 ms
+    asleep, and ran JSONL at 51 against 83 queries/s (`benchmarks/bench_threads.py`,
+    docs/STARTUP.md). Sleeping workers cost little when the cores are free.
+    """
+    return os.environ.get(SPIN_ENV, "0") == "1"
+
+
 class Encoder:
     """Text -> L2-normalised vectors, plus untruncated token ids for lexical features.
 
@@ -138,8 +250,9 @@ class Encoder:
     reused. Encoding is safe to call from several threads.
     """
 
-    def __init__(self, model_path: Path, tokenizer: Tokenizer) -> None:
+    def __init__(self, model_path: Path, tokenizer: Tokenizer, graph_cache: GraphCache | None = None) -> None:
         self.model_path = model_path
+        self._graph_cache = graph_cache
         truncation: dict[str, Any] = tokenizer.truncation or {}
         padding: dict[str, Any] = tokenizer.padding or {}
         self._truncate_left = bool(truncation) and truncation["direction"] == "left"
@@ -164,12 +277,12 @@ class Encoder:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_dir(cls, path: Path) -> Encoder:
+    def from_dir(cls, path: Path, graph_cache: GraphCache | None = None) -> Encoder:
         """Open an encoder folder; raises ArtifactError naming a missing or corrupt file.
 
         Checks that model.onnx and tokenizer.json exist and are readable and loads the
-        tokenizer; the model itself is loaded on first use. Integrity (sha256) is the
-        artifact manifest's job, not this one's.
+        tokenizer; the model itself is loaded on first use (from `graph_cache`'s optimised copy
+        when it has one). Integrity (sha256) is the artifact manifest's job, not this one's.
         """
         path = Path(path)
         model_path = path / MODEL_FILE
@@ -182,7 +295,7 @@ class Encoder:
             tokenizer = Tokenizer.from_file(str(tokenizer_path))
         except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
             raise ArtifactError(f"{tokenizer_path}: not a valid tokenizer ({_one_line(exc)}); {_REBUILD_HINT}") from exc
-        return cls(model_path, tokenizer)
+        return cls(model_path, tokenizer, graph_cache)
 
     # ------------------------------------------------------------------ session
 
@@ -196,21 +309,16 @@ class Encoder:
     def _create_session(self) -> onnxruntime.InferenceSession:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = _thread_count()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # core modules never print; keep ORT warnings quiet
-        if os.environ.get(SPIN_ENV, "1") == "0":
-            # A long-running server shares its cores with its own event loop (and other replicas):
-            # worker threads that busy-wait after each batch would take that CPU from them.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise ArtifactError(
-                f"{self.model_path}: cannot load the ONNX model ({_one_line(exc)}); {_REBUILD_HINT}"
-            ) from exc
+        cache, runtime, threads = self._graph_cache, ort.__version__, _thread_count()  # a bad setting raises here
+        session = None
+        cached = cache.find(runtime) if cache is not None else None
+        if cached is not None:
+            try:
+                session = self._new_session(cached, threads, optimise=False)
+            except Exception:  # noqa: BLE001 - ORT's errors are bare Exceptions; optimise again
+                session = None
+        if session is None:
+            session = self._optimised_session(cache, runtime, threads)
         names = tuple(i.name for i in session.get_inputs())
         unknown = sorted(set(names) - {"input_ids", "attention_mask", "token_type_ids"})
         if unknown or "input_ids" not in names:
@@ -220,6 +328,43 @@ class Encoder:
             raise ArtifactError(f"{self.model_path}: no '{OUTPUT_NAME}' output")
         self._input_names = names
         return session
+
+    def _optimised_session(self, cache: GraphCache | None, runtime: str, threads: int) -> onnxruntime.InferenceSession:
+        """A session on the model as shipped, fully optimised; the optimised graph is saved to the
+        cache on the way when there is one (and the session made again without saving if that fails)."""
+        if cache is not None and (target := cache.new_target(runtime)) is not None:
+            try:
+                session = self._new_session(self.model_path, threads, optimise=True, save_to=target)
+            except Exception:  # noqa: BLE001 - e.g. a full disk: saving is only a speed-up, retried without
+                cache.discard(target)
+            else:
+                cache.publish(target, runtime)
+                return session
+        try:
+            return self._new_session(self.model_path, threads, optimise=True)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise ArtifactError(
+                f"{self.model_path}: cannot load the ONNX model ({_one_line(exc)}); {_REBUILD_HINT}"
+            ) from exc
+
+    @staticmethod
+    def _new_session(model: Path, threads: int, *, optimise: bool,
+                     save_to: Path | None = None) -> onnxruntime.InferenceSession:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        level = ort.GraphOptimizationLevel
+        options.graph_optimization_level = level.ORT_ENABLE_ALL if optimise else level.ORT_DISABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # core modules never print; keep ORT warnings quiet
+        if not _spinning():
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if save_to is not None:
+            options.optimized_model_filepath = str(save_to)
+            options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                             GRAPH_DATA_FILE)
+        return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
     @property
     def dim(self) -> int:

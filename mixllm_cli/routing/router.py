@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..artifacts import ArtifactSet, Preset, load_artifact_set
+from ..artifacts import ArtifactSet, Preset, encoder_cache_dir, load_artifact_set
 from ..core import decision
 from ..core.features import build_features, pack_lexical
 from ..core.heads import HeadBank
@@ -71,7 +71,7 @@ class Router:
         from ..catalogue import load_catalogue
 
         catalogue = load_catalogue(store_catalogue_path(home, catalogue_path))
-        artifacts = load_artifact_set(active_artifacts_dir(home), list(catalogue.ids))
+        artifacts = load_artifact_set(active_artifacts_dir(home), list(catalogue.ids), cache=encoder_cache_dir(home))
         router = cls(artifacts, catalogue)
         from ..learning.online import load_snapshot
 
@@ -113,7 +113,7 @@ class Router:
         if self._encoder is None:
             from ..core.encoder import Encoder
 
-            self._encoder = Encoder.from_dir(self.artifacts.encoder_dir)
+            self._encoder = Encoder.from_dir(self.artifacts.encoder_dir, self.artifacts.graph_cache())
         return self._encoder
 
     def preset(self, name: str) -> Preset:
