@@ -11,14 +11,15 @@ The Python API of the `mixllm` command (docs/API.md has the whole reference)::
             print(c.llm, c.quality, c.cost_usd, c.wait_ms, c.score)
         router.feedback(d, quality=0.9, response_tokens=42, latency_ms=1800)
         decisions = router.route(["first query", "second query"], budget="high")   # a list
+        answer = router.ask("Write a haiku about rain", on_delta=print)  # routed, then the LLM's answer
 
     report = mixllm.evaluate("test.jsonl")              # what `mixllm evaluate --json` prints
 
 Public names (`__all__`): `Router` and `load` (load a home's router), `evaluate`, the results
-`Decision`, `Candidate` and `FeedbackResult`, and the error hierarchy: every failure the user can
-act on is a `MixLLMError` (`UsageError`, `DataError`, `CatalogueError`, `UnknownLLMError`,
-`ArtifactError`, `FeedbackError`, `UnknownDecisionError`, `StoreError`); an argument of the wrong
-type is a `TypeError`.
+`Decision`, `Candidate`, `FeedbackResult` and `Answer`, and the error hierarchy: every failure the
+user can act on is a `MixLLMError` (`UsageError`, `DataError`, `CatalogueError`, `UnknownLLMError`,
+`ArtifactError`, `FeedbackError`, `UnknownDecisionError`, `StoreError`, `UpstreamError`); an
+argument of the wrong type is a `TypeError`.
 
 `import mixllm` is instant: each name is imported on first use (PEP 562), and numpy and the
 encoder runtime only when a router is loaded.
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` 
     from mixllm_cli.api import Router as Router
     from mixllm_cli.api import evaluate as evaluate
     from mixllm_cli.api import load as load
+    from mixllm_cli.asking import Answer as Answer
     from mixllm_cli.errors import ArtifactError as ArtifactError
     from mixllm_cli.errors import CatalogueError as CatalogueError
     from mixllm_cli.errors import DataError as DataError
@@ -47,16 +49,17 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` 
     from mixllm_cli.learning.feedback import FeedbackResult as FeedbackResult
     from mixllm_cli.routing.results import Candidate as Candidate
     from mixllm_cli.routing.results import Decision as Decision
+    from mixllm_cli.upstream import UpstreamError as UpstreamError
 
 __all__ = [  # noqa: RUF022 - grouped by use, as the docstring lists them
     "__version__",
     # load a router, route, feedback, evaluate
     "Router", "load", "evaluate",
     # what routing and feedback return
-    "Decision", "Candidate", "FeedbackResult",
+    "Decision", "Candidate", "FeedbackResult", "Answer",
     # the errors: every failure the user can act on is a MixLLMError
     "MixLLMError", "UsageError", "DataError", "CatalogueError", "UnknownLLMError", "ArtifactError",
-    "FeedbackError", "UnknownDecisionError", "StoreError",
+    "FeedbackError", "UnknownDecisionError", "StoreError", "UpstreamError",
 ]
 
 # public name → the module that defines it
@@ -64,8 +67,9 @@ _API, _ERRORS = "mixllm_cli.api", "mixllm_cli.errors"
 _WHERE: dict[str, str] = {
     "Router": _API, "load": _API, "evaluate": _API,
     "Decision": "mixllm_cli.routing.results", "Candidate": "mixllm_cli.routing.results",
-    "FeedbackResult": "mixllm_cli.learning.feedback",
+    "FeedbackResult": "mixllm_cli.learning.feedback", "Answer": "mixllm_cli.asking",
     **{name: _ERRORS for name in __all__ if name.endswith("Error")},
+    "UpstreamError": "mixllm_cli.upstream",
 }
 
 

@@ -25,7 +25,7 @@ import numbers
 import os
 import threading
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, overload
@@ -35,6 +35,7 @@ from .errors import DataError, FeedbackError, UsageError
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
 
+    from .asking import Answer
     from .dataset import Record
     from .learning.feedback import FeedbackResult
     from .routing.results import Decision
@@ -281,6 +282,53 @@ class Router:
         if all(llm in out for llm in self.llms if llm not in self._engine.cold_ids):
             raise UsageError("leaves no trained LLM to route to", param="exclude")
         return out
+
+    # ------------------------------------------------------------------ asking
+
+    def ask(self, query: str, budget: str | None = None, *, lam: float | None = None, max_tokens: int = 1024,
+            timeout_s: float = 300.0, on_delta: Callable[[str], None] | None = None,
+            log_queries: bool = False) -> Answer:
+        """Route one query and get the chosen LLM's answer from its endpoint (`mixllm ask`).
+
+        Routed and recorded as `route` records it; then the chosen LLM's `base_url` is called (its key
+        from the environment variable `api_key_env` names) with a streamed chat completion of
+        `query` as the one user message, at most `max_tokens` tokens; `on_delta` gets each piece of
+        text as it arrives. When the endpoint fails before its first token (unreachable, its key
+        unset or refused, 408/409/429/5xx), that decision's slot is freed and the next choice is
+        asked, at most 2 more times. The call's real usage, latency and cost are recorded as the
+        decision's feedback (as `mixllm serve` does); add your verdict with `feedback(answer.decision,
+        good=True)`.
+
+        Returns an `Answer`: `text`, `llm`, `decision` (the one that answered), `usage`, `cost_usd`,
+        `latency_ms`, `ttft_ms`, `fallback_from`, and `to_dict()` (what `mixllm ask --json` prints).
+        Raises `UpstreamError` when no LLM of the pool has an endpoint (nothing is recorded), when
+        none answered, or when the answer broke off after its first token; the errors of `route`
+        for a bad query, budget or λ; `UsageError` for `max_tokens` outside 1..32768 or `timeout_s`
+        outside (0, 3600]; `TypeError` for arguments of the wrong type.
+        """
+        if not isinstance(query, str):
+            raise TypeError(f"ask() takes one query, a str (got {_type_name(query)})")
+        if budget is not None and not isinstance(budget, str):
+            raise TypeError(f"budget must be a preset name str such as 'low', or None (got {_type_name(budget)})")
+        lam = _optional_number(lam, "lam")
+        if _optional_number(timeout_s, "timeout_s") is None:
+            raise TypeError("timeout_s must be a number of seconds (got NoneType)")
+        if on_delta is not None and not callable(on_delta):
+            raise TypeError(f"on_delta must be a function of one str, or None (got {_type_name(on_delta)})")
+        log = _flag(log_queries, "log_queries")
+        from .asking import ask, check_max_tokens, check_timeout
+
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, numbers.Integral):
+            raise TypeError(f"max_tokens must be an int (got {_type_name(max_tokens)})")
+        check_max_tokens(int(max_tokens))
+        timeout = check_timeout(timeout_s)
+        with self._lock:
+            store = self._store()
+            answer = ask(self._engine, store, self.home, query, budget=budget, lam=lam, max_tokens=int(max_tokens),
+                         timeout_s=timeout, on_delta=on_delta,
+                         log_queries=log)
+            self._refresh(store)
+        return answer
 
     # ------------------------------------------------------------------ feedback
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from .asking import Answer
     from .routing.results import Decision
 
 # The width of "not a terminal": wide enough that no table or line is ever wrapped.
@@ -148,9 +149,10 @@ def print_table(console: Console, columns: Sequence[Column], rows: Sequence[Sequ
                       "a pipe or --json shows them)", markup=False, style="dim")
 
 
-def feedback_command(decision_id: str, options: Sequence[str] = ()) -> str:
+def feedback_command(decision_id: str, options: Sequence[str] = (),
+                     verdict: Sequence[str] = ("--quality", "0.8")) -> str:
     """The command that sends feedback on a decision, ready to paste (`options`: --home X ...)."""
-    return shlex.join(["mixllm", "feedback", decision_id, *options, "--quality", "0.8"])
+    return shlex.join(["mixllm", "feedback", decision_id, *options, *verdict])
 
 
 def route_table(decision: Decision, options: Sequence[str] = ()) -> None:
@@ -179,6 +181,21 @@ def route_table(decision: Decision, options: Sequence[str] = ()) -> None:
         note(f"feedback: {feedback_command(decision.decision_id, options)}  # or --good / --bad")
     else:
         note("not recorded (--no-queue): no decision id to send feedback to")
+
+
+def answer_notes(answer: Answer, options: Sequence[str] = ()) -> None:
+    """On stderr, after a streamed answer: who answered, how fast, at what cost, the decision, and the
+    feedback command to paste (`options`: --home X ...)."""
+    tokens = answer.response_tokens
+    cost = answer.cost_usd
+    first = "" if answer.ttft_ms is None else f" (first token {answer.ttft_ms / 1000:.1f} s)"
+    after = f" after {', '.join(f['llm'] for f in answer.fallback_from)} failed" if answer.fallback_from else ""
+    note(f"answered by {answer.llm}{after} in {answer.latency_ms / 1000:.1f} s{first}, "
+         f"{'tokens not reported' if tokens is None else f'{tokens:,} tokens'}, "
+         f"{'cost unknown' if cost is None else f'${cost:.6f}'}; decision {answer.decision.decision_id}")
+    if answer.decision.decision_id is not None:
+        note(f"feedback: {feedback_command(answer.decision.decision_id, options, ('--good',))}"
+             "  # or --bad / --quality 0.8")
 
 
 def evaluation_table(report: dict[str, Any]) -> None:

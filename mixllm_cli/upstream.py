@@ -2,13 +2,15 @@
 
 Pure helpers (no HTTP here): which budget a `model` name asks for, the text to route (the last
 user message), the request to send upstream (the catalogue entry's `base_url`, the key read
-from the environment variable it names, the upstream model name), and what the call cost.
-`server` does the I/O with httpx.
+from the environment variable it names, the upstream model name), what the call cost, and
+masking what looks like a key in an endpoint's words. `serve` (async) and `ask` (sync) do the
+I/O with httpx.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +23,32 @@ MODEL_PREFIX = "mixllm"
 DEFAULT_FALLBACKS = 2  # a chat completion whose LLM fails is routed again, at most this many more times
 DEFAULT_COOLDOWN_S = 30.0  # ... and the failed LLM is skipped by later chat completions for this long
 RETRY_STATUSES = frozenset({408, 409, 429})  # and every 5xx: the provider's trouble, not the request's
+REFUSED_KEY = frozenset({401, 403})  # the endpoint refused our key: that LLM fails, the others may not
+
+# What looks like a secret in an upstream's words: a bearer token, a key with a provider's prefix
+# (sk-..., mxk_..., ...), or any long run of key-like characters with letters and digits mixed.
+_SECRETS = (
+    re.compile(r"(?i)(bearer\s+)[^\s\"',;]+"),
+    re.compile(r"(?i)\b((?:sk|pk|rk|ak|mxk|key|api|token|secret)[-_])[A-Za-z0-9_\-]{6,}"),
+    re.compile(r"(?=[A-Za-z_\-]*\d)(?=[0-9_\-]*[A-Za-z])[A-Za-z0-9_\-+/=.]{24,}"),
+)
 
 
 class UpstreamError(MixLLMError):
     """The chosen LLM's endpoint is not configured, unreachable, or answered with an error."""
+
+
+def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` with every known secret and everything that looks like a key replaced by ***.
+
+    Shared by `serve` (its log) and `ask` (its warnings): an endpoint's error answer can quote our
+    key back ("Incorrect API key provided: sk-..."), so its words are never shown unmasked."""
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    for pattern in _SECRETS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
+    return text
 
 
 def parse_model(model: str, budgets: tuple[str, ...]) -> str | None:

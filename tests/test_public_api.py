@@ -47,13 +47,13 @@ def test_public_names_are_listed_and_documented():
     assert isinstance(mixllm.__version__, str) and mixllm.__version__[0].isdigit()
     expected = {"Router", "load", "evaluate", "Decision", "Candidate", "FeedbackResult", "MixLLMError", "UsageError",
                 "DataError", "CatalogueError", "UnknownLLMError", "ArtifactError", "FeedbackError",
-                "UnknownDecisionError", "StoreError", "__version__"}
+                "UnknownDecisionError", "StoreError", "UpstreamError", "Answer", "__version__"}
     assert set(mixllm.__all__) == expected
     assert set(mixllm.__all__) <= set(dir(mixllm))
     for name in mixllm.__all__:
         assert getattr(mixllm, name) is not None
     for fn in (mixllm.load, mixllm.evaluate, mixllm.Router, mixllm.Router.load, mixllm.Router.route,
-               mixllm.Router.feedback, mixllm.Router.evaluate, mixllm.Router.close):
+               mixllm.Router.feedback, mixllm.Router.evaluate, mixllm.Router.close, mixllm.Router.ask):
         assert fn.__doc__ and len(fn.__doc__.strip()) > 20, fn
     assert mixllm.__doc__ and "mixllm.load()" in mixllm.__doc__
     with pytest.raises(AttributeError, match="no attribute 'route'"):

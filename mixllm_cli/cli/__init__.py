@@ -8,7 +8,7 @@ of known errors too).
 
 # Each module registers its commands on `app`; --help lists them in this order.
 # isort: off
-from . import route, feedback, evaluate, train, serve, collect, export, keys  # noqa: F401
+from . import route, ask, feedback, evaluate, train, serve, collect, export, keys  # noqa: F401
 # isort: on
 from .app import app
 from .main import main, run
