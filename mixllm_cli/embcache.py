@@ -29,6 +29,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -128,7 +129,7 @@ class QueryCache:
     def close(self) -> None:
         self.db.close()
 
-    def __enter__(self) -> QueryCache:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

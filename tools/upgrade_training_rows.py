@@ -21,13 +21,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mixllm_cli.artifacts import load_artifact_set  # noqa: E402
-from mixllm_cli.core.encoder import Encoder, encode_in_chunks  # noqa: E402
-from mixllm_cli.dataset import read_dataset  # noqa: E402
-from mixllm_cli.embcache import encoder_identity, text_sha256  # noqa: E402
-from mixllm_cli.files import sha256_file  # noqa: E402
-from mixllm_cli.manifest import Manifest, RowsFile  # noqa: E402
-from mixllm_cli.training_rows import load_training_rows, save_training_rows  # noqa: E402
+from mixllm_cli.artifacts import load_artifact_set
+from mixllm_cli.core.encoder import Encoder, encode_in_chunks
+from mixllm_cli.dataset import read_dataset
+from mixllm_cli.embcache import encoder_identity, text_sha256
+from mixllm_cli.files import sha256_file
+from mixllm_cli.manifest import Manifest, RowsFile
+from mixllm_cli.training_rows import load_training_rows, save_training_rows
 
 
 def main() -> None:

@@ -201,8 +201,8 @@ def encode(data_path: Path, catalogue: Catalogue, encoder_dir: Path, *, n_bucket
         raise DataError(f"{data_path}: no outcomes for any LLM of the catalogue ({', '.join(catalogue.ids)})")
     table = outcome_table(records, llm_ids)
     warnings += _too_few(data_path, table)
-    encoder = Encoder.from_dir(encoder_dir)
-    enc, _ = encode_cached(lambda texts: encode_with_progress(encoder, texts, progress), encoder_dir,
+    held = [Encoder.from_dir(encoder_dir)]  # dropped (with onnxruntime's buffers) once encoding is done
+    enc, _ = encode_cached(lambda texts: encode_with_progress(held[0], texts, progress), encoder_dir,
                            table.queries, cache, seed_rows=seed_rows)
     tag_run = None
     emb = enc.embeddings
@@ -210,12 +210,13 @@ def encode(data_path: Path, catalogue: Catalogue, encoder_dir: Path, *, n_bucket
         from ..core.tagging import fit_tag_pipeline
 
         progress("tags", 0, 1)
-        tag_run = fit_tag_pipeline(table.queries, enc.embeddings, lambda texts: encoder.encode(texts).embeddings,
+        tag_run = fit_tag_pipeline(table.queries, enc.embeddings, lambda texts: held[0].encode(texts).embeddings,
                                    tasks=table.tasks, given=[r.tags for r in records], settings=tag_settings,
                                    seed=seed)
         emb = tag_run.model.projection.apply(enc.embeddings)
         progress("tags", 1, 1)
-    del encoder, records
+    held.clear()
+    del records
     release_memory()  # the encoder's working memory, before the heads need theirs (peak RSS)
     spec = fit_feature_spec(enc.token_ids, n_buckets) if n_buckets else None
     mean_cost = np.nanmean(table.cost_usd, axis=0)
