@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("learning",),
     ("routing",),
     ("training", "evaluation", "collect"),
-    ("api", "serve"),
+    ("api", "asking", "serve"),
     ("output", "cli", "__main__", ""),
 ]
 # Third-party packages `core` may use: the numeric and encoder runtimes, nothing with I/O of its own.

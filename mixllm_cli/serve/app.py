@@ -3,7 +3,7 @@
 The app is a thin client of the library, like the CLI: `/v1/route` returns `Decision.to_dict()`
 (what `route --json` prints), `/v1/feedback` calls `feedback.parse_feedback` and
 `feedback.record_feedback`, `/v1/llms` is `pool.list_llms`, `/v1/chat/completions` routes and
-forwards (`proxy`). The concurrency it adds lives in `service`; the error answers in `errors`.
+forwards (`proxy`), `/` is the demo page (`page`). The concurrency it adds lives in `service`; the error answers in `errors`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ..routing.router import WaitPolicy
 from .auth import SCOPE_KEY, Auth, AuthMiddleware
 from .errors import ApiError, JSONResponse, error_body, status_of
 from .limits import MAX_BODY_BYTES, BodyLimit
+from .page import add_page
 from .proxy import chat_completion
 from .schemas import ChatRequest, FeedbackBatch, FeedbackItem, RouteQuery, RouteRequest
 from .service import Service
@@ -66,6 +67,7 @@ def create_app(service: Service, auth: Auth | None = None) -> FastAPI:
     _add_routing(app, service)
     _add_feedback(app, service)
     _add_status(app, service, anonymous_health=auth is not None)
+    add_page(app)
 
     @app.post("/v1/chat/completions", summary="OpenAI-compatible: mixllm picks the LLM and forwards the call")
     async def chat(body: ChatRequest, request: Request) -> Response:

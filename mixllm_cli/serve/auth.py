@@ -1,7 +1,8 @@
 """API keys for `mixllm serve`: who may call it, how often, and how much it may spend.
 
-Every path but `/healthz` needs `Authorization: Bearer <key>` (default deny: `/v1/*`, `/metrics`,
-`/docs`, `/openapi.json` and paths that do not exist alike). `AuthMiddleware` checks the key
+Every path but `/healthz` and the demo page's files (`/`, `/static/*`: no data in them; each API
+call the page makes sends the key) needs `Authorization: Bearer <key>` (default deny: `/v1/*`,
+`/metrics`, `/docs`, `/openapi.json` and paths that do not exist alike). `AuthMiddleware` checks the key
 before the request body is read or any route runs, and answers in OpenAI's error shape:
 
 - 401 `invalid_api_key`: no key, an unknown key, or a revoked one;
@@ -52,7 +53,8 @@ if TYPE_CHECKING:
 TTL_S = 5.0  # the oldest key table a request is checked against: revocation reaches every replica within it
 REFRESH_S = 1.0  # while requests come, the table and the per-minute counts are refreshed this often
 MISS_REFRESH_S = 0.5  # an unknown key re-reads the table at most this often
-OPEN_PATHS = frozenset({"/healthz"})  # the only paths served without a key
+OPEN_PATHS = frozenset({"/healthz", "/"})  # served without a key: health, and the demo page (it holds no data)
+OPEN_PREFIX = "/static/"  # the page's files (`serve.page`; the API calls the page makes need the key)
 CHAT_PATH = "/v1/chat/completions"
 SCOPE_KEY = "mixllm.key"  # the ASGI scope entry holding the caller's `KeyRecord`
 MAX_KEY_BYTES = 256  # a longer "key" is not one of ours (ours have 47 characters)
@@ -304,7 +306,7 @@ class AuthMiddleware:
         self.app, self.auth, self.on_refused = app, auth, on_refused
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(OPEN_PREFIX):
             await self.app(scope, receive, send)
             return
         header = None

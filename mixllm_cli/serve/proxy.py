@@ -22,7 +22,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -32,8 +31,8 @@ from fastapi.responses import Response, StreamingResponse
 
 from ..errors import MixLLMError
 from ..routing.request import RouteRequest
-from ..routing.router import Decision, WaitPolicy, check_query
-from ..upstream import UpstreamError
+from ..routing.router import Candidate, Decision, WaitPolicy, check_query
+from ..upstream import UpstreamError, scrub
 from .errors import ApiError, JSONResponse, error_body, status_of
 
 if TYPE_CHECKING:
@@ -52,25 +51,6 @@ LOGGED_CHARS = 500  # of that body, logged after masking
 
 log = logging.getLogger("mixllm.serve")
 Charge = Callable[[float], Awaitable[None]]  # counts a call's cost against the caller's API key
-
-# What looks like a secret in an upstream's words: a bearer token, a key with a provider's prefix
-# (sk-..., mxk_..., ...), or any long run of key-like characters with letters and digits mixed.
-_SECRETS = (
-    re.compile(r"(?i)(bearer\s+)[^\s\"',;]+"),
-    re.compile(r"(?i)\b((?:sk|pk|rk|ak|mxk|key|api|token|secret)[-_])[A-Za-z0-9_\-]{6,}"),
-    re.compile(r"(?=[A-Za-z_\-]*\d)(?=[0-9_\-]*[A-Za-z])[A-Za-z0-9_\-+/=.]{24,}"),
-)
-
-
-def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """`text` with every known secret and everything that looks like a key replaced by ***."""
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    for pattern in _SECRETS:
-        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
-    return text
-
 
 @dataclass(frozen=True)
 class _Failed:
@@ -129,7 +109,11 @@ async def chat_completion(service: Service, body: ChatRequest, charge: Charge | 
         # 400, not 503: a configuration that no retry can fix (the openai clients retry every 5xx).
         raise ApiError(400, "no LLM of the catalogue has a base_url, so this server cannot forward chat "
                             "completions; set one with `mixllm set-endpoint ID --base-url URL`", param="model")
-    request = service.check(RouteRequest(query=text, budget=budget, policy=WaitPolicy.default()))
+    routed = None if body.mixllm is None else await routed_decision(service, body.mixllm.decision_id, text)
+    if routed is not None:  # fallbacks keep the routed decision's budget (or λ), not the model's
+        budget = routed.budget
+    lam = routed.lam if routed is not None and routed.budget is None else None
+    request = service.check(RouteRequest(query=text, budget=budget, lam=lam, policy=WaitPolicy.default()))
     failed: list[dict[str, Any]] = []  # {"llm", "status"} of each attempt that failed, in order
     messages: list[str] = []  # what the caller is told of each
     cooling, tried = service.cooling(), frozenset[str]()
@@ -137,7 +121,10 @@ async def chat_completion(service: Service, body: ChatRequest, charge: Charge | 
         exclude = cooling | tried
         if not service.offered(True, exclude).any():
             exclude = tried  # only LLMs that failed lately are left: try them
-        (decision,), _ = await service.route([replace(request, exclude=exclude | service.without_endpoint())])
+        if routed is not None:  # the first attempt answers the routed decision, as it was decided
+            decision, routed = routed, None
+        else:
+            (decision,), _ = await service.route([replace(request, exclude=exclude | service.without_endpoint())])
         out = await forward(service, body, decision, failed, charge)
         if isinstance(out, Response):
             return out
@@ -154,6 +141,33 @@ async def chat_completion(service: Service, body: ChatRequest, charge: Charge | 
             return JSONResponse(error_body("; ".join(messages), "upstream_error"), status_code=502, headers=headers)
 
 
+async def routed_decision(service: Service, decision_id: str, text: str) -> Decision:
+    """The decision `/v1/route` made for `text`, to be answered as decided (the `mixllm.decision_id`
+    member of a chat request): 404 when the store has no such decision, 400 when it was made for
+    another query (the sha256 of the last user message differs), 409 when its call was already
+    answered (or failed, or reported by hand) or is being answered now by this replica."""
+    import hashlib
+
+    where = "mixllm.decision_id"
+    try:
+        row = await service.run("feedback", service.store("feedback").routed_decision, decision_id)
+    except MixLLMError as exc:
+        raise ApiError(status_of(exc), str(exc), param=where) from None
+    if row["query_sha256"] != hashlib.sha256(text.encode("utf-8")).hexdigest():
+        raise ApiError(400, f"decision {decision_id!r} was routed for another query than the last user message",
+                       param=where)
+    if row["ended"] or not service.claim(decision_id):
+        raise ApiError(409, f"decision {decision_id!r} was already answered; route the query again for a new one",
+                       "conflict", param=where)
+    # The log keeps the chosen LLM's predicted cost only: enough for a key's charge when the
+    # endpoint reports no usage (`_Call.finish`), the one use of the candidates here.
+    chosen = Candidate(row["llm"], quality=float("nan"), response_tokens=float("nan"),
+                       cost_usd=float(row["predicted_cost_usd"]), wait_ms=float("nan"), uncertainty=float("nan"),
+                       penalty=float("nan"), score=float("nan"))
+    return Decision(id=None, choice=row["llm"], budget=row["budget"], lam=float(row["lambda"]),
+                    prompt_tokens=int(row["prompt_tokens"]), candidates=(chosen,), decision_id=decision_id)
+
+
 async def forward(service: Service, body: ChatRequest, decision: Decision,
                   failed: list[dict[str, Any]], charge: Charge | None = None) -> Response | _Failed:
     """Send the request to the chosen LLM, answer (or stream) its reply, then record what it cost.
@@ -166,7 +180,7 @@ async def forward(service: Service, body: ChatRequest, decision: Decision,
     assert http is not None, "the app's lifespan opens the HTTP client"
     llm = service.router.catalogue.get(decision.choice)
     try:
-        url, up_headers, up_body = upstream_call(llm, body.model_dump())
+        url, up_headers, up_body = upstream_call(llm, body.model_dump(exclude={"mixllm"}))  # ours: not sent
     except UpstreamError as exc:
         return _Failed(None, f"LLM {llm.id!r}: its endpoint is not configured on this server", retry=True,
                        detail=f"not called: {exc.message.removeprefix(f'LLM {llm.id!r}: ')}")

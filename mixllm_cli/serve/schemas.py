@@ -133,11 +133,24 @@ class FeedbackBatch(_Body):
     items: list[FeedbackItem] = Field(..., min_length=1, max_length=MAX_FEEDBACK_PER_REQUEST)
 
 
+class ChatExtension(BaseModel):
+    """The `mixllm` member of a chat request (ours, never forwarded): answer a decision that
+    `/v1/route` made, instead of routing the request again (the demo page shows the decision
+    table first, then asks for the answer of that very decision)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision_id: StrictStr = Field(..., min_length=1, max_length=64,
+                                   description="The decision_id /v1/route returned for the last user message.")
+
+
 class ChatRequest(_Body):
-    """An OpenAI chat-completion request; fields other than these pass through to the chosen LLM."""
+    """An OpenAI chat-completion request; fields other than these pass through to the chosen LLM
+    (`mixllm` excepted: it is ours, and stripped before forwarding)."""
 
     model_config = ConfigDict(extra="allow")
 
     model: StrictStr = Field(..., description="mixllm, or mixllm:<budget> (very-low | low | medium | high).")
     messages: list[dict[str, Any]] = Field(..., min_length=1, max_length=10_000)
     stream: StrictBool = False
+    mixllm: ChatExtension | None = Field(None, description="Answer this routed decision (not forwarded upstream).")

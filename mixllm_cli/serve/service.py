@@ -66,6 +66,7 @@ SLICE_CHARS = 32_000  # characters per encoder call / store transaction (one lon
 ON_LOOP_CHARS = 8_000  # a batch up to this size is routed on the event loop, a bigger one in the `route` thread
 BATCH_WINDOW_S = 0.002  # after a batch of several, wait this long for the next one to gather
 REFRESH_S = 1.0  # how often the route thread looks for a newer online snapshot
+MAX_CLAIMS = 100_000  # routed decisions a replica remembers having answered (`Service.claim`)
 LEARN_INTERVAL_S = 1.0  # the least time between two folds of the feedback log into the snapshot
 
 T = TypeVar("T")
@@ -108,6 +109,7 @@ class Service:
         self.cooldown_s = cooldown_s
         default_tolerance()  # a bad $MIXLLM_MAX_WAIT_S is the operator's error: refuse to start, not every request
         self._cooling: dict[str, float] = {}  # LLM id → monotonic time its chat-completion cooldown ends
+        self._claimed: dict[str, None] = {}  # routed decisions being answered or answered (insertion order)
         self.router = self._load_router(catalogue)
         self.router.predict(["warm up"])  # load the encoder now, not on the first request
         self._stores: dict[str, StoreBase] = {}
@@ -339,6 +341,17 @@ class Service:
         for llm in [k for k, until in self._cooling.items() if until <= now]:
             del self._cooling[llm]
         return frozenset(self._cooling)
+
+    def claim(self, decision_id: str) -> bool:
+        """Take a routed decision for answering (`proxy.routed_decision`); False if this replica took it
+        already. The store tells once the call has ended; this covers the time until then (two clicks
+        on the same answer). Bounded: the oldest claims are long ended, and the store says so."""
+        if decision_id in self._claimed:
+            return False
+        self._claimed[decision_id] = None
+        if len(self._claimed) > MAX_CLAIMS:
+            del self._claimed[next(iter(self._claimed))]
+        return True
 
     def upstream_failed(self, llm: str, cool_down: bool) -> None:
         self.metrics.upstream_failure(llm)

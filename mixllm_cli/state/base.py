@@ -170,6 +170,21 @@ class StoreBase(abc.ABC):
             raise UnknownDecisionError(f"unknown decision id '{decision_id}'")
         return str(row[0])
 
+    def routed_decision(self, decision_id: str) -> dict[str, Any]:
+        """What a chat completion needs to answer a decision routed earlier (`/v1/route`) without
+        routing again: its LLM, budget, λ, query hash, prompt tokens and predicted cost, and whether
+        its call was already reported (`ended`: answered, failed, or given a latency by hand)."""
+        row = self.conn.execute(
+            "SELECT d.llm, d.budget, d.lambda, d.query_sha256, d.prompt_tokens, d.predicted_cost_usd, "
+            "EXISTS (SELECT 1 FROM latency_observations o WHERE o.decision_id = d.id) "
+            "FROM decisions d WHERE d.id = ?", (decision_id,)).fetchone()
+        if row is None:
+            raise UnknownDecisionError(f"unknown decision id '{decision_id}'")
+        keys = ("llm", "budget", "lambda", "query_sha256", "prompt_tokens", "predicted_cost_usd")
+        out = dict(zip(keys, row[:6]))
+        out["ended"] = bool(row[6])
+        return out
+
     def feedback_since(self, seq: int) -> list[dict[str, Any]]:
         """Logged feedback after `seq`, in log order, joined with what its decision recorded.
 
