@@ -8,9 +8,9 @@ process). Each build runs as `python -m mixllm_cli` with PYTHONPATH set to its t
 neutral working directory. Prints the median and the minimum wall time of N fresh processes for:
 
 - `--help`;
-- `route QUERY --no-queue`, first run in a fresh home (a new empty home each time, or a new copy
-  of --home without its cache/): what a new user or a new container pays once, including writing
-  the encoder cache (docs/STARTUP.md);
+- `route QUERY --no-queue`, first run in a fresh home with an empty per-user encoder cache (a new
+  empty home each time, or a new copy of --home without its cache/): what a new user or a new
+  container pays once, including writing the encoder cache (docs/STARTUP.md);
 - `route QUERY --no-queue`, later runs in a home that has routed before (the steady state).
 
 Old and new alternate within each round, so a change in the machine's load hits both alike.
@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(build: Path, args: list[str], home: Path) -> tuple[float, str]:
-    env = dict(os.environ, PYTHONPATH=str(build), MIXLLM_HOME=str(home), MIXLLM_PROGRESS="off")
+    # the per-user encoder cache lives beside each home here, so "a fresh home" is also a fresh machine
+    env = dict(os.environ, PYTHONPATH=str(build), MIXLLM_HOME=str(home), MIXLLM_PROGRESS="off",
+               MIXLLM_ENCODER_CACHE=str(home / "user-cache" / "encoder"))
     t = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "mixllm_cli", *args], env=env, cwd=tempfile.gettempdir(),
                          capture_output=True, text=True, check=False)
