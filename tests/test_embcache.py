@@ -9,14 +9,20 @@ from mixllm_cli.core.encoder import Encoder
 from mixllm_cli.embcache import DB_NAME, QueryCache, encode_cached, encoder_identity, query_key, text_sha256
 
 
-def test_hit_returns_what_the_encoder_returned_and_skips_it(tiny, tmp_path):
-    enc_dir = tiny / "shipped" / "encoder"
-    encoder = Encoder.from_dir(enc_dir)
+def counting(encoder):
+    """An encode function that records the texts it is given, and that record."""
     calls = []
 
     def encode(texts):
         calls.append(list(texts))
         return encoder.encode(texts)
+
+    return calls, encode
+
+
+def test_hit_returns_what_the_encoder_returned_and_skips_it(tiny, tmp_path):
+    enc_dir, encoder = tiny / "shipped" / "encoder", Encoder.from_dir(tiny / "shipped" / "encoder")
+    calls, encode = counting(encoder)
 
     texts = ["write a python function", "tell me a story about the dog", "é ü 日本"]
     first, hit1 = encode_cached(encode, enc_dir, texts, tmp_path)
@@ -32,13 +38,8 @@ def test_hit_returns_what_the_encoder_returned_and_skips_it(tiny, tmp_path):
 
 
 def test_an_overlapping_dataset_encodes_only_its_new_queries(tiny, tmp_path):
-    enc_dir = tiny / "shipped" / "encoder"
-    encoder = Encoder.from_dir(enc_dir)
-    calls = []
-
-    def encode(texts):
-        calls.append(list(texts))
-        return encoder.encode(texts)
+    enc_dir, encoder = tiny / "shipped" / "encoder", Encoder.from_dir(tiny / "shipped" / "encoder")
+    calls, encode = counting(encoder)
 
     encode_cached(encode, enc_dir, ["a cat", "a dog"], tmp_path)
     mixed, hit = encode_cached(encode, enc_dir, ["a dog", "a bird", "a cat", "a bird"], tmp_path)

@@ -284,14 +284,11 @@ def release_memory() -> None:
 
 
 def fit_threads() -> int:
-    """Threads fitting heads at once: the CPUs this process may use, at most FIT_THREADS."""
-    import os
+    """Threads fitting heads at once: the CPUs this process may use (affinity and cgroup quota, as the
+    encoder counts them), at most FIT_THREADS."""
+    from ..core.encoder import usable_cpus
 
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 1
-    return max(1, min(FIT_THREADS, usable))
+    return max(1, min(FIT_THREADS, usable_cpus()))
 
 
 def calibrate(inputs: Inputs, oof_quality: np.ndarray, oof_length: np.ndarray,
